@@ -1,0 +1,208 @@
+"""The `maporl` command line. Every user error is one line on stderr and exit code 2 (tracebacks with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from maporl.errors import UsageError
+
+EXAMPLES = """examples:
+  maporl discuss "What is 17+25-9?"           # watch 3 agents answer and discuss
+  maporl eval --problems 500                  # team accuracy per agent x turn on held-out problems
+  maporl eval --turns 2 discussion.num_agents=4 generation.temperature=0.7
+  maporl config                               # every setting with its default and help
+  maporl base build --out DIR                 # rebuild the embedded tiny base model
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (default: built-in defaults = configs/tiny.yaml)")
+    p.add_argument("--checkpoint", help="a Hugging Face model directory to use instead of the embedded base")
+    p.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents)")
+    p.add_argument("--turns", type=int, help="number of turns (discussion.turns)")
+    p.add_argument("--seed", type=int, help="seed (for eval: picks the problems; eval.seed)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="maporl",
+        description="Multi-agent post-co-training of LLMs with reinforcement learning (MAPoRL).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("discuss", help="print a discussion of one question")
+    d.add_argument("question", help='the question, e.g. "What is 17+25-9?"')
+    d.add_argument("--answer", help="the true answer, to mark each reply right or wrong")
+    _common(d)
+
+    e = sub.add_parser("eval", help="evaluate the team on held-out problems")
+    e.add_argument("--task", help="task name (task.name), e.g. arith_chain, arith_word, jsonl:PATH")
+    e.add_argument("--problems", type=int, help="number of problems (eval.num_problems)")
+    e.add_argument("--json", help="also write the metrics as JSON to this path")
+    e.add_argument("--out", help="output directory (default: runs/<run_name>-eval-<time>)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(e)
+
+    c = sub.add_parser("config", help="print the resolved config (or every key with its help)")
+    c.add_argument("--config", help="YAML config file")
+    c.add_argument("--keys", action="store_true", help="list every key with its default and help")
+    c.add_argument("overrides", nargs="*", metavar="section.key=value")
+
+    b = sub.add_parser("base", help="the embedded tiny base model")
+    bsub = b.add_subparsers(dest="base_command", metavar="SUBCOMMAND")
+    bb = bsub.add_parser("build", help="pre-train the tiny base (tokenizer + model + SFT) from scratch")
+    bb.add_argument("--out", required=True, help="output directory (a Hugging Face model directory)")
+    bb.add_argument("--steps", type=int, help="SFT steps (default 900)")
+    bb.add_argument("--seed", type=int, help="seed (default 0)")
+    bb.add_argument("--batch-size", type=int, help="examples per step (default 64)")
+    bb.add_argument("--snapshot-every", type=int, help="also save the model every k steps under OUT/snapshots")
+    bb.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def _config(args: argparse.Namespace):
+    from maporl.config import load_config
+
+    overrides = list(args.overrides)
+    mapping = {
+        "num_agents": "discussion.num_agents",
+        "turns": "discussion.turns",
+        "task": "task.name",
+        "problems": "eval.num_problems",
+        "checkpoint": "model.name_or_path",
+    }
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"{'eval.seed' if args.command == 'eval' else 'seed'}={args.seed}")
+    return load_config(args.config, overrides)
+
+
+def cmd_discuss(args: argparse.Namespace) -> None:
+    from maporl import discussion
+    from maporl.prompts import agent_label
+    from maporl.records import Problem
+    from maporl.tasks import get_task, normalize_number
+    from maporl.team import build_generator
+
+    cfg = _config(args)
+    task = get_task(cfg.task.name)
+    truth = normalize_number(args.answer) or args.answer if args.answer else ""
+    problem = Problem("cli", args.question, truth, "cli")
+    generator = build_generator(cfg)
+    [tr] = discussion.run([problem], task, generator, cfg.discussion, seed=cfg.seed)
+    for t, turn in enumerate(tr.answers):
+        print(f"── turn {t} " + "─" * 50)
+        for a in turn:
+            mark = ""
+            if args.answer:
+                mark = "  ✓" if task.is_correct(a.parsed, problem) else "  ✗"
+            print(f"{agent_label(a.agent)}: {a.response.strip()}{mark}")
+    finals = [a.parsed for a in tr.answers[-1]]
+    print("─" * 60 + f"\nfinal answers: {', '.join(str(f) for f in finals)}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from maporl.evaluate import evaluate_team, format_table
+    from maporl.rundir import new_run_dir, write_transcripts
+    from maporl.tasks import get_task
+    from maporl.team import build_generator
+
+    cfg = _config(args)
+    task = get_task(cfg.task.name)
+    out = new_run_dir(args.out, cfg, "eval")
+    start = time.time()
+    metrics, transcripts = evaluate_team(cfg, task, build_generator(cfg), quiet=args.quiet)
+    metrics["seconds"] = round(time.time() - start, 1)
+    write_transcripts(out / "transcripts.jsonl", transcripts)
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    print(
+        f"task {task.name}, {cfg.discussion.num_agents} agents x {cfg.discussion.turns} turns, "
+        f"temperature {cfg.generation.temperature}, model {cfg.model.name_or_path}"
+    )
+    print(format_table(metrics))
+    print(f"wrote {out}/eval.json and transcripts.jsonl ({metrics['seconds']} s)")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from maporl.config import describe, dump_yaml, load_config
+
+    if args.keys:
+        for key, default, help_text in describe():
+            print(f"{key:<32} {default!s:<12} {help_text}")
+        return
+    print(dump_yaml(load_config(args.config, args.overrides)), end="")
+
+
+def cmd_base_build(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from maporl.base.build import BuildConfig, build_base
+
+    given = {
+        "steps": args.steps,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "snapshot_every": args.snapshot_every,
+    }
+    cfg = BuildConfig(**{k: v for k, v in given.items() if v is not None})
+    for f in dataclasses.fields(cfg):
+        if isinstance(getattr(cfg, f.name), int) and getattr(cfg, f.name) < 0:
+            raise UsageError(f"--{f.name.replace('_', '-')} must be >= 0")
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise UsageError("--steps and --batch-size must be >= 1")
+    info = build_base(Path(args.out), cfg, quiet=args.quiet)
+    print(json.dumps(info, indent=2))
+    print(f"built {info['num_parameters']:,}-parameter base in {info['minutes']} min -> {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    ap = parser()
+    # Overrides may stand anywhere (also between options): collect every leftover 'key=value' word.
+    args, extra = ap.parse_known_args(argv)
+    bad = [w for w in extra if w.startswith("-") or "=" not in w]
+    if bad:
+        ap.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        args.overrides = [*getattr(args, "overrides", []), *extra]
+    handlers = {"discuss": cmd_discuss, "eval": cmd_eval, "config": cmd_config}
+    if args.command == "base" and args.base_command == "build":
+        handler = cmd_base_build
+    elif args.command in handlers:
+        handler = handlers[args.command]
+    else:
+        ap.print_help()
+        return 2
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        handler(args)
+    except UsageError as e:
+        if args.debug:
+            raise
+        print(f"maporl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maporl: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

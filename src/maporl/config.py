@@ -1,0 +1,225 @@
+"""Configuration: one frozen dataclass per concern, a help string per field, YAML files plus dotted overrides.
+
+    cfg = load_config("configs/tiny.yaml", ["discussion.num_agents=4", "generation.temperature=0.7"])
+
+Every error is a UsageError with one line saying what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from maporl.errors import UsageError, did_you_mean
+
+
+def opt(default: Any, help: str) -> Any:
+    """A dataclass field with its help string (shown by `maporl config --help-fields` and in docs)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = opt("embedded", "'embedded' (the shipped tiny base) or a local Hugging Face model directory")
+    dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "weights dtype; float32 on CPU")
+    device: str = opt("cpu", "torch device: cpu, cuda, cuda:1, ...")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = opt("arith_chain", "arith_chain | arith_long | arith_word | jsonl:PATH | gsm8k:PATH")
+
+
+@dataclass(frozen=True)
+class DiscussionConfig:
+    num_agents: int = opt(3, "number of agents N (>= 1)")
+    turns: int = opt(3, "number of turns T (>= 1); turn 0 is each agent answering alone")
+    peers_shown: int = opt(-1, "how many peers' previous answers an agent sees at turns > 0 (-1: all)")
+    adapters: Literal["per_agent", "shared", "separate"] = opt(
+        "per_agent", "per_agent: one base + one LoRA per agent; shared: one LoRA for all; separate: a model per agent"
+    )
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    backend: Literal["hf"] = opt("hf", "generation backend (hf: transformers generate, mixed-adapter batches)")
+    temperature: float = opt(1.0, "sampling temperature (0: greedy)")
+    max_new_tokens: int = opt(64, "maximum tokens generated per answer")
+    batch_size: int = opt(64, "rows per generate call (all agents x problems of a turn are batched together)")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_problems: int = opt(500, "evaluation problems (drawn from the eval split, disjoint from training)")
+    seed: int = opt(1234, "picks the evaluation problems; the same seed gives the same problems")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = opt(0, "master seed: sampling seeds derive from (seed, step, problem, agent, turn)")
+    run_name: str = opt("tiny", "run directory name under out_dir")
+    out_dir: str = opt("runs", "where run directories are written")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    discussion: DiscussionConfig = field(default_factory=DiscussionConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.discussion.num_agents >= 1, "discussion.num_agents must be >= 1, e.g. discussion.num_agents=3"),
+            (self.discussion.turns >= 1, "discussion.turns must be >= 1, e.g. discussion.turns=3"),
+            (self.discussion.peers_shown >= -1, "discussion.peers_shown must be -1 (all) or >= 0"),
+            (self.generation.temperature >= 0, "generation.temperature must be >= 0 (0 means greedy)"),
+            (self.generation.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1"),
+            (self.generation.batch_size >= 1, "generation.batch_size must be >= 1"),
+            (self.eval.num_problems >= 1, "eval.num_problems must be >= 1"),
+            (bool(self.run_name) and "/" not in self.run_name, "run_name must be a non-empty name without '/'"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one value against a field type; the error says what was expected."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = did_you_mean(str(value), [str(c) for c in choices])
+            raise UsageError(f"{where}={value!r} is not allowed{hint}; choose one of: {', '.join(map(str, choices))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{where} must be a list, e.g. {where}=[1,2]")
+        inner = typing.get_args(tp)
+        return tuple(
+            _coerce(v, inner[0] if len(inner) == 2 and inner[1] is Ellipsis else inner[i], where)
+            for i, v in enumerate(value)
+        )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise UsageError(f"{where}={value!r} should be {getattr(tp, '__name__', tp)}; e.g. {where}={_example(tp)}")
+
+
+def _example(tp: Any) -> str:
+    return {bool: "true", int: "3", float: "0.5", str: "name"}.get(tp, "...")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            hint = did_you_mean(key, list(fields))
+            raise UsageError(f"unknown config key '{where}'{hint}; see `maporl config` for all keys")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise UsageError(
+                    f"'{where}' is a section; set its keys, e.g. {where}.{dataclasses.fields(tp)[0].name}=..."
+                )
+            kwargs[key] = _build(tp, value, f"{where}.")
+        else:
+            kwargs[key] = _coerce(value, tp, where)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'discussion.num_agents=3' -> (['discussion', 'num_agents'], 3); values are parsed as YAML scalars."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"override {text!r} is not of the form section.key=value, e.g. discussion.num_agents=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def merge_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UsageError(f"'{'.'.join(path)}': '{part}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file {p} not found; pass an existing YAML file, e.g. --config configs/tiny.yaml")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise UsageError(f"{where}: invalid YAML ({getattr(e, 'problem', e)}); fix the file") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{p}: the top level must be a mapping of sections, e.g. 'discussion: {{num_agents: 3}}'")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict[str, Any] | None = None
+) -> Config:
+    """Defaults <- `base` (e.g. a run's saved config) <- YAML file <- dotted overrides, validated."""
+    data: dict[str, Any] = {}
+    for layer in (base or {}, read_yaml(path) if path else {}):
+        for section, value in layer.items():
+            if isinstance(value, dict) and isinstance(data.get(section), dict):
+                data[section] = {**data[section], **value}
+            else:
+                data[section] = value
+    for item in overrides:
+        merge_dotted(data, *parse_override(item))
+    return _build(Config, data, "")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every field: the source for `maporl config` and docs."""
+    rows = []
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += describe(type(value), f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,61 @@
+"""The multi-agent discussion: N agents x T turns, text in, transcripts out (no torch here).
+
+Turn 0: every agent answers the question alone. Turn t > 0: every agent sees the question, its own answer at t-1
+and the answers of its shown peers at t-1, and answers again. All agents x problems of a turn go to the generator in
+one call, which batches them (mixed adapters in one batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from maporl.config import DiscussionConfig
+from maporl.generation import Generator, GenRequest
+from maporl.prompts import discussion_prompt, first_turn_prompt, peers_of
+from maporl.records import Answer, Problem, Transcript
+from maporl.tasks import Task
+
+
+def sample_seed(seed: int, step: int, problem: int, agent: int, turn: int) -> int:
+    """A row's sampling seed, derived from (seed, step, problem, agent, turn) only: reruns give the same text."""
+    digest = hashlib.sha256(f"{seed}/{step}/{problem}/{agent}/{turn}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def run(
+    problems: Sequence[Problem],
+    task: Task,
+    generator: Generator,
+    cfg: DiscussionConfig,
+    seed: int,
+    step: int = 0,
+    first_index: int = 0,
+) -> list[Transcript]:
+    """Discuss every problem; returns one Transcript per problem with answers[turn][agent].
+
+    `first_index` is the index of problems[0] in the whole batch, so chunked runs draw the same seeds as one big run.
+    """
+    n = cfg.num_agents
+    history: list[list[tuple[Answer, ...]]] = [[] for _ in problems]
+    for t in range(cfg.turns):
+        requests = []
+        for b, problem in enumerate(problems):
+            for i in range(n):
+                if t == 0:
+                    messages = first_turn_prompt(problem.question)
+                else:
+                    prev = history[b][t - 1]
+                    shown = [(j, prev[j].parsed) for j in peers_of(i, n, cfg.peers_shown)]
+                    messages = discussion_prompt(problem.question, prev[i].parsed, shown)
+                requests.append(GenRequest(messages, i, sample_seed(seed, step, first_index + b, i, t)))
+        texts = generator.generate(requests)
+        for b in range(len(problems)):
+            turn = []
+            for i in range(n):
+                r, text = requests[b * n + i], texts[b * n + i]
+                turn.append(
+                    Answer(agent=i, turn=t, prompt=r.messages, response=text, parsed=task.extract_answer(text))
+                )
+            history[b].append(tuple(turn))
+    return [Transcript(problem=p, answers=tuple(h)) for p, h in zip(problems, history, strict=True)]

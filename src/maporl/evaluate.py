@@ -1,0 +1,91 @@
+"""Team metrics of a set of discussions: accuracy per agent x turn, majority vote, transitions, consensus.
+
+Transition rates are fractions of all (problem, agent) pairs, so acc[t] - acc[t-1] == wrong_to_right[t-1] -
+right_to_wrong[t-1] exactly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from maporl.records import Transcript
+from maporl.tasks import Task
+
+
+def majority(answers: Sequence[str | None]) -> str | None:
+    """Most common parsed answer; ties go to the answer given by the lowest-numbered agent; None if nobody answered."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == best)
+
+
+def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
+    """Metrics over problems; keys documented in docs/metrics.md."""
+    if not transcripts:
+        raise ValueError("no transcripts to evaluate")
+    n, turns, b = transcripts[0].num_agents, transcripts[0].num_turns, len(transcripts)
+    correct = [
+        [[task.is_correct(tr.answers[t][i].parsed, tr.problem) for t in range(turns)] for i in range(n)]
+        for tr in transcripts
+    ]
+    acc_agent_turn = [[sum(c[i][t] for c in correct) / b for t in range(turns)] for i in range(n)]
+    acc_turn = [sum(acc_agent_turn[i][t] for i in range(n)) / n for t in range(turns)]
+    maj = [
+        sum(task.is_correct(majority([a.parsed for a in tr.answers[t]]), tr.problem) for tr in transcripts) / b
+        for t in range(turns)
+    ]
+    consensus = [
+        sum(len({a.parsed for a in tr.answers[t]}) == 1 and tr.answers[t][0].parsed is not None for tr in transcripts)
+        / b
+        for t in range(turns)
+    ]
+    pairs = b * n
+    w2r = [sum(not c[i][t - 1] and c[i][t] for c in correct for i in range(n)) / pairs for t in range(1, turns)]
+    r2w = [sum(c[i][t - 1] and not c[i][t] for c in correct for i in range(n)) / pairs for t in range(1, turns)]
+    parsed = sum(a.parsed is not None for tr in transcripts for turn in tr.answers for a in turn)
+    return {
+        "num_problems": b,
+        "num_agents": n,
+        "num_turns": turns,
+        "acc_per_turn": acc_turn,
+        "majority_per_turn": maj,
+        "acc_per_agent_turn": acc_agent_turn,
+        "wrong_to_right": w2r,
+        "right_to_wrong": r2w,
+        "consensus_per_turn": consensus,
+        "parse_rate": parsed / (pairs * turns),
+    }
+
+
+def format_table(m: dict) -> str:
+    """A plain-text table: one row per agent and the team rows, one column per turn."""
+    turns = m["num_turns"]
+    head = f"{'':<16}" + "".join(f"{'turn ' + str(t):>9}" for t in range(turns))
+    rows = [head]
+    for i, accs in enumerate(m["acc_per_agent_turn"]):
+        rows.append(f"{'agent ' + str(i + 1):<16}" + "".join(f"{100 * a:>8.1f}%" for a in accs))
+    rows.append(f"{'team mean':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["acc_per_turn"]))
+    rows.append(f"{'majority vote':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["majority_per_turn"]))
+    rows.append(f"{'consensus':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["consensus_per_turn"]))
+    rows.append(f"{'wrong->right':<16}{'':>9}" + "".join(f"{100 * a:>8.1f}%" for a in m["wrong_to_right"]))
+    rows.append(f"{'right->wrong':<16}{'':>9}" + "".join(f"{100 * a:>8.1f}%" for a in m["right_to_wrong"]))
+    rows.append(f"problems: {m['num_problems']}, answers parsed: {100 * m['parse_rate']:.1f}%")
+    return "\n".join(rows)
+
+
+def evaluate_team(cfg, task: Task, generator, quiet: bool = False, chunk: int = 128) -> tuple[dict, list[Transcript]]:
+    """Discuss cfg.eval.num_problems eval-split problems (chosen by cfg.eval.seed) and compute team metrics."""
+    from maporl import discussion
+    from maporl.utils import progress
+
+    problems = task.sample(cfg.eval.num_problems, cfg.eval.seed, "eval")
+    transcripts: list[Transcript] = []
+    with progress(len(problems), "eval", quiet=quiet) as bar:
+        for start in range(0, len(problems), chunk):
+            part = problems[start : start + chunk]
+            transcripts += discussion.run(part, task, generator, cfg.discussion, cfg.eval.seed, first_index=start)
+            bar.advance(f"acc(last turn) {team_metrics(transcripts, task)['acc_per_turn'][-1]:.1%}", n=len(part))
+    return team_metrics(transcripts, task), transcripts

@@ -1,0 +1,53 @@
+"""Loading base models and tokenizers from local directories (never from a hub at run time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from maporl.errors import UsageError
+
+EMBEDDED = "embedded"
+EMBEDDED_DIR = Path(__file__).parent / "assets" / "base"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model_dir(name_or_path: str) -> Path:
+    """'embedded' -> the shipped tiny base; otherwise an existing local Hugging Face directory."""
+    path = EMBEDDED_DIR if name_or_path == EMBEDDED else Path(name_or_path).expanduser()
+    if not (path / "config.json").is_file():
+        if name_or_path == EMBEDDED:
+            raise UsageError(
+                f"the embedded base is missing at {path}; rebuild it with `maporl base build --out {path}`"
+            )
+        raise UsageError(
+            f"model directory {path} not found (no config.json); pass a local Hugging Face model directory "
+            "or model.name_or_path=embedded"
+        )
+    return path
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    if not tokenizer.chat_template:
+        raise UsageError(
+            f"tokenizer in {path} has no chat template; use an instruct/chat model or add a chat_template "
+            "to its tokenizer_config.json"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # common for chat models; left padding keeps prompts aligned
+    return tokenizer
+
+
+def load_model(path: Path, dtype: str = "float32", device: str = "cpu") -> PreTrainedModel:
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    model.eval()
+    return model
+
+
+def load_base(name_or_path: str, dtype: str = "float32", device: str = "cpu"):
+    """(model, tokenizer) of a base model directory or of the embedded default."""
+    path = resolve_model_dir(name_or_path)
+    return load_model(path, dtype, device), load_tokenizer(path)

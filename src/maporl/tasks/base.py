@@ -1,0 +1,84 @@
+"""The Task seam: seeded problem sampling, prompt fields, safe answer extraction, correctness.
+
+Model output is never executed: answers are found with anchored regular expressions over a bounded tail of the text
+and converted with bounded integer/decimal arithmetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from decimal import Context, Decimal, InvalidOperation
+from typing import Literal
+
+from maporl.records import Problem
+
+Split = Literal["train", "eval"]
+
+MAX_DIGITS = 30  # longer numbers are treated as unparseable: no huge-int arithmetic on model output
+_TAIL_CHARS = 4096  # the final answer sits at the end; scanning a bounded tail keeps parsing O(1) on huge outputs
+_NUM = r"(-?\$?\d[\d,]*(?:\.\d+)?)"
+_ANSWER_PATTERNS = (
+    re.compile(r"answer is\s*:?\s*" + _NUM, re.IGNORECASE),
+    re.compile(r"####\s*" + _NUM),
+    re.compile(r"\\boxed\{\s*" + _NUM + r"\s*\}"),
+)
+EVAL_FRACTION_PER_1000 = 200  # 20% of the problem space is held out for evaluation
+
+
+def split_of(question: str) -> Split:
+    """Which split a problem belongs to, decided by a hash of its text: train and eval are disjoint by construction."""
+    h = int.from_bytes(hashlib.sha256(question.encode("utf-8")).digest()[:4], "big")
+    return "eval" if h % 1000 < EVAL_FRACTION_PER_1000 else "train"
+
+
+def problem_id(question: str) -> str:
+    return hashlib.sha256(question.encode("utf-8")).hexdigest()[:12]
+
+
+def normalize_number(text: str) -> str | None:
+    """'1,234' -> '1234', '$5' -> '5', '3.50' -> '3.5', '7.0' -> '7'; None when not a bounded number."""
+    t = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    if not t or sum(c.isdigit() for c in t) > MAX_DIGITS:
+        return None
+    try:
+        d = Decimal(t)
+    except InvalidOperation:
+        return None
+    # Bound the magnitude too: '1e99999999' has few digits but would be a huge integer.
+    if not d.is_finite() or not -MAX_DIGITS <= d.adjusted() < MAX_DIGITS:
+        return None
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d.normalize(Context(prec=MAX_DIGITS)), "f")
+
+
+def extract_number_answer(text: str) -> str | None:
+    """The last 'The answer is N' (or '#### N', '\\boxed{N}') in the text, normalised; None when absent.
+
+    Deliberately no 'last number in the text' fallback: an answer without the final-answer phrase counts as
+    unparseable, so the validity penalty can see it.
+    """
+    tail = text[-_TAIL_CHARS:]
+    for pattern in _ANSWER_PATTERNS:
+        matches = pattern.findall(tail)
+        if matches:
+            return normalize_number(matches[-1])
+    return None
+
+
+class Task(ABC):
+    """A family of problems. Subclasses implement `_candidates`/`sample` and may override extraction."""
+
+    name: str
+
+    @abstractmethod
+    def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
+        """`n` problems of `split`, the same for the same seed."""
+
+    def extract_answer(self, text: str) -> str | None:
+        return extract_number_answer(text)
+
+    def is_correct(self, predicted: str | None, problem: Problem) -> bool:
+        return predicted is not None and predicted == problem.answer

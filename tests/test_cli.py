@@ -1,0 +1,119 @@
+"""CLI smoke tests through a real subprocess: what a user types, what they see, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from maporl.models import EMBEDDED_DIR
+
+
+def maporl(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "maporl.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def test_discuss_prints_every_agent_at_every_turn(tiny_model_dir):
+    r = maporl(
+        "discuss",
+        "What is 17+25-9?",
+        "--checkpoint",
+        str(tiny_model_dir),
+        "--answer",
+        "33",
+        "--num-agents",
+        "2",
+        "--turns",
+        "2",
+        "generation.max_new_tokens=8",
+    )
+    assert r.returncode == 0, r.stderr
+    for t in (0, 1):
+        assert f"turn {t}" in r.stdout
+    assert r.stdout.count("Agent 1:") == 2 and r.stdout.count("Agent 2:") == 2
+    assert "final answers:" in r.stdout
+
+
+def test_eval_writes_json_config_and_transcripts(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    r = maporl(
+        "eval",
+        "--checkpoint",
+        str(tiny_model_dir),
+        "--problems",
+        "5",
+        "--num-agents",
+        "2",
+        "--turns",
+        "2",
+        "--json",
+        str(tmp_path / "m.json"),
+        "--out",
+        str(out),
+        "--quiet",
+        "generation.max_new_tokens=8",
+    )
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["num_problems"] == 5 and len(m["acc_per_turn"]) == 2 and len(m["wrong_to_right"]) == 1
+    assert len(m["acc_per_agent_turn"]) == 2 and len(m["acc_per_agent_turn"][0]) == 2
+    for key in ("majority_per_turn", "right_to_wrong", "consensus_per_turn"):
+        assert key in m
+    assert "num_agents: 2" in (out / "config.yaml").read_text()
+    assert len((out / "transcripts.jsonl").read_text().splitlines()) == 5
+    assert "majority vote" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["eval", "discussion.num_agnets=3"], "did you mean 'num_agents'"),
+        (["eval", "--checkpoint", "/nonexistent/model"], "model directory /nonexistent/model not found"),
+        (["eval", "--task", "arith_chian"], "did you mean 'arith_chain'"),
+        (["discuss", "hi", "--turns", "0"], "discussion.turns must be >= 1"),
+        (["eval", "--task", "jsonl:/nonexistent.jsonl"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, expected):
+    r = maporl(*args)
+    assert r.returncode == 2
+    assert expected in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_config_keys_lists_help():
+    r = maporl("config", "--keys")
+    assert r.returncode == 0
+    assert "discussion.num_agents" in r.stdout and "number of agents" in r.stdout
+
+
+def test_base_build_tiny_budget_makes_a_loadable_model(tmp_path):
+    out = tmp_path / "base"
+    r = maporl("base", "build", "--out", str(out), "--steps", "2", "--batch-size", "4", "--quiet")
+    assert r.returncode == 0, r.stderr
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["config"]["steps"] == 2 and info["config"]["seed"] == 0
+    assert 1_000_000 < info["num_parameters"] < 3_000_000
+    r = maporl(
+        "discuss",
+        "What is 1+2-3?",
+        "--checkpoint",
+        str(out),
+        "--num-agents",
+        "1",
+        "--turns",
+        "1",
+        "generation.max_new_tokens=4",
+    )
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(not (EMBEDDED_DIR / "config.json").is_file(), reason="embedded base not built")
+def test_shipped_base_discusses():
+    r = maporl("discuss", "What is 17+25-9?", "--answer", "33")
+    assert r.returncode == 0, r.stderr
+    assert "The answer is" in r.stdout

@@ -1,0 +1,81 @@
+"""Config loading, dotted overrides and one-line fix-it errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from maporl.config import Config, describe, dump_yaml, load_config
+from maporl.errors import UsageError
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["discussion.num_agents=4", "generation.temperature=0.7", "task.name=arith_word"])
+    assert cfg.discussion.num_agents == 4 and cfg.discussion.turns == 3
+    assert cfg.generation.temperature == 0.7 and cfg.task.name == "arith_word"
+    assert load_config() == Config()
+
+
+def test_yaml_file_then_overrides_win(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("discussion:\n  num_agents: 2\n  turns: 4\nseed: 5\n")
+    cfg = load_config(path, ["discussion.turns=2"])
+    assert (cfg.discussion.num_agents, cfg.discussion.turns, cfg.seed) == (2, 2, 5)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["discussion.peers_shown=1", "model.device=cpu"])
+    path = tmp_path / "saved.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+def test_shipped_tiny_config_validates():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert load_config(root / "configs" / "tiny.yaml") == load_config()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("discussion.num_agnets=3", "did you mean 'num_agents'"),
+        ("discusion.turns=3", "did you mean 'discussion'"),
+        ("discussion.turns=abc", "should be int"),
+        ("discussion.turns=0", "discussion.turns must be >= 1"),
+        ("discussion.num_agents=0", "discussion.num_agents must be >= 1"),
+        ("discussion.adapters=shard", "did you mean 'shared'"),
+        ("generation.temperature=-1", "temperature must be >= 0"),
+        ("generation.temperature=true", "should be float"),
+        ("eval.num_problems=0", "eval.num_problems must be >= 1"),
+        ("model=3", "is a section"),
+        ("num_agents", "not of the form section.key=value"),
+        ("run_name=a/b", "without '/'"),
+    ],
+)
+def test_bad_values_give_one_line_fix_it_errors(override, expected):
+    with pytest.raises(UsageError) as e:
+        load_config(None, [override])
+    assert expected in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("discussion: [1, 2\n")
+    with pytest.raises(UsageError, match="invalid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(UsageError, match="top level must be a mapping"):
+        load_config(listy)
+
+
+def test_every_field_has_help():
+    rows = describe()
+    assert len(rows) > 10
+    assert all(help_text for _, _, help_text in rows)
+    assert yaml.safe_load(dump_yaml(Config()))["discussion"]["num_agents"] == 3

@@ -1,0 +1,75 @@
+"""Tokenizer round trip, seeded sampling, and mixed-adapter batches on a random ~1M model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from maporl.generation import GenRequest
+from maporl.generation.hf import AgentSlot, HFGenerator
+from maporl.models import load_base, load_tokenizer
+from maporl.prompts import first_turn_prompt
+
+
+def test_tokenizer_round_trip_and_one_token_per_digit(tiny_model_dir):
+    tok = load_tokenizer(tiny_model_dir)
+    text = "What is 1234+56-7? 1290-7=1283. The answer is 1283. ünïcødé ✓"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    for number in ("1234", "90210", "-7"):
+        pieces = [p.replace("Ġ", "") for p in tok.tokenize(number)]
+        assert [p for p in pieces if p.isdigit()] == [d for d in number if d.isdigit()]
+    assert tok.padding_side == "left"
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_model_is_about_a_million_parameters_or_less(tiny_model_dir):
+    model, _ = load_base(str(tiny_model_dir))
+    assert 50_000 < sum(p.numel() for p in model.parameters()) < 1_500_000
+
+
+def _requests(n: int, agents: list[int]) -> list[GenRequest]:
+    return [GenRequest(first_turn_prompt(f"What is {k}+{k}-1?"), agents[k % len(agents)], 1000 + k) for k in range(n)]
+
+
+def test_same_seed_same_text_regardless_of_batch(tiny_model_dir):
+    model, tok = load_base(str(tiny_model_dir))
+    reqs = _requests(6, [0])
+    big = HFGenerator({"m": model}, {"m": tok}, [AgentSlot("m")], max_new_tokens=12, batch_size=6).generate(reqs)
+    small = HFGenerator({"m": model}, {"m": tok}, [AgentSlot("m")], max_new_tokens=12, batch_size=2).generate(reqs)
+    assert big == small
+    assert len(set(big)) > 1  # different seeds sample different text from a random model
+    again = HFGenerator({"m": model}, {"m": tok}, [AgentSlot("m")], max_new_tokens=12, batch_size=6).generate(reqs)
+    assert again == big
+
+
+@pytest.fixture
+def two_adapter_model(tiny_model_dir):
+    model, tok = load_base(str(tiny_model_dir))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False)
+    peft_model = get_peft_model(model, lora, adapter_name="agent0")
+    peft_model.add_adapter("agent1", lora)
+    torch.manual_seed(1)
+    with torch.no_grad():  # make the two adapters clearly different from each other and from the base
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    peft_model.eval()
+    return peft_model, tok
+
+
+def test_two_adapters_generate_in_one_batch(two_adapter_model):
+    model, tok = two_adapter_model
+    slots = [AgentSlot("m", "agent0"), AgentSlot("m", "agent1"), AgentSlot("m", None)]
+    gen = HFGenerator({"m": model}, {"m": tok}, slots, temperature=0.0, max_new_tokens=10, batch_size=64)
+    calls = []
+    original = model.generate
+    model.generate = lambda **kw: calls.append(kw["adapter_names"]) or original(**kw)
+    mixed = gen.generate(_requests(6, [0, 1, 2]))
+    assert calls == [["agent0", "agent1", "__base__"] * 2]  # one generate call, one adapter per row
+    # Each row matches generating it alone with its adapter active: the adapters really are applied per row.
+    alone = [gen.generate([r])[0] for r in _requests(6, [0, 1, 2])]
+    assert mixed == alone
+    same_prompt = [GenRequest(first_turn_prompt("What is 3+4-5?"), agent, 7) for agent in (0, 1, 2)]
+    assert len(set(gen.generate(same_prompt))) == 3  # agent0, agent1 and the base say different things
