@@ -73,3 +73,38 @@ def test_two_adapters_generate_in_one_batch(two_adapter_model):
     assert mixed == alone
     same_prompt = [GenRequest(first_turn_prompt("What is 3+4-5?"), agent, 7) for agent in (0, 1, 2)]
     assert len(set(gen.generate(same_prompt))) == 3  # agent0, agent1 and the base say different things
+
+
+@pytest.mark.parametrize(
+    ("layout", "model_keys", "adapters"),
+    [
+        ("per_agent", ["base"], ["agent0", "agent1", "agent2"]),
+        ("shared", ["base"], ["shared", "shared", "shared"]),
+        ("separate", ["agent0", "agent1", "agent2"], [None, None, None]),
+    ],
+)
+def test_team_layouts(tiny_model_dir, layout, model_keys, adapters):
+    from maporl.config import load_config
+    from maporl.team import build_generator, build_team
+
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"discussion.adapters={layout}"])
+    team = build_team(cfg, with_adapters=True)
+    assert sorted(team.models) == model_keys
+    assert [s.adapter for s in team.slots] == adapters
+    if layout != "separate":
+        assert sorted(team.models["base"].peft_config) == sorted(set(adapters))
+    untrained = build_team(cfg, with_adapters=False)
+    assert list(untrained.models) == ["base"] and all(s.adapter is None for s in untrained.slots)
+    # Fresh LoRA adapters are the identity: the adapter team says exactly what the bare base says.
+    reqs = _requests(3, [0, 1, 2])
+    assert build_generator(cfg, team).generate(reqs) == build_generator(cfg, untrained).generate(reqs)
+
+
+def test_unknown_backend_is_a_usage_error(tiny_model_dir):
+    from maporl.config import load_config
+    from maporl.errors import UsageError
+    from maporl.team import build_generator
+
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "generation.backend=vlm"])
+    with pytest.raises(UsageError, match="unknown"):
+        build_generator(cfg)

@@ -48,10 +48,10 @@ class DiscussionConfig:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    backend: Literal["hf"] = opt("hf", "generation backend (hf: transformers generate, mixed-adapter batches)")
+    backend: str = opt("hf", "generation backend: hf (transformers generate, mixed-adapter batches)")
     temperature: float = opt(1.0, "sampling temperature (0: greedy)")
     max_new_tokens: int = opt(64, "maximum tokens generated per answer")
-    batch_size: int = opt(64, "rows per generate call (all agents x problems of a turn are batched together)")
+    batch_size: int = opt(256, "rows per generate call (all agents x problems of a turn are batched together)")
 
 
 @dataclass(frozen=True)

@@ -78,10 +78,27 @@ def _render(prompt, target: str) -> str:
     return text + f"<|im_start|>assistant\n{target}<|im_end|>\n"
 
 
-def _save(path: Path, model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
+def _save(path: Path, model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, info: dict) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    (path / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _info(cfg: BuildConfig, out: Path, model: Qwen2ForCausalLM, steps: int, loss: float | None, start: float) -> dict:
+    return {
+        "command": f"maporl base build --steps {cfg.steps} --seed {cfg.seed} --out {out}"
+        + (f" --snapshot-every {cfg.snapshot_every}" if cfg.snapshot_every else ""),
+        # The learning rate is constant after warm-up, so this equals `--steps {steps}` with the same seed.
+        "steps_taken": steps,
+        "config": asdict(cfg),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "final_loss_ema": loss,
+        "examples_seen": steps * cfg.batch_size,
+        "minutes": round((time.time() - start) / 60, 2),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def build_base(out: Path, cfg: BuildConfig, quiet: bool = False) -> dict:
@@ -123,18 +140,9 @@ def build_base(out: Path, cfg: BuildConfig, quiet: bool = False) -> dict:
             loss_ema = loss.item() if loss_ema is None else 0.95 * loss_ema + 0.05 * loss.item()
             bar.advance(f"loss {loss_ema:.3f}")
             if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
-                _save(out / "snapshots" / f"step_{step + 1}", model, tokenizer)
+                snap = _info(cfg, out, model, step + 1, loss_ema, start)
+                _save(out / "snapshots" / f"step_{step + 1}", model, tokenizer, snap)
 
-    _save(out, model, tokenizer)
-    info = {
-        "command": f"maporl base build --steps {cfg.steps} --seed {cfg.seed} --out {out}",
-        "config": asdict(cfg),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "final_loss_ema": loss_ema,
-        "examples_seen": cfg.steps * cfg.batch_size,
-        "minutes": round((time.time() - start) / 60, 2),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    info = _info(cfg, out, model, cfg.steps, loss_ema, start)
+    _save(out, model, tokenizer, info)
     return info

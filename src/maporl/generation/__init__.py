@@ -22,6 +22,3 @@ class Generator(Protocol):
     def generate(self, requests: Sequence[GenRequest]) -> list[str]:
         """One completion per request, in order. The same requests (and seeds) give the same completions."""
         ...
-
-
-BACKENDS = ("hf",)

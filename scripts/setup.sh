@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Idempotent set-up: create .venv (if missing) and install maporl with its pinned CPU requirements into it.
+# Re-installs only when pyproject.toml changed. Needs Python >= 3.10 with pip and venv; PYTHON picks the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PY --version 2>&1)" >&2
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.maporl-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing maporl and its pinned requirements (torch==2.13.0 CPU, transformers, peft, ...)" >&2
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
