@@ -80,7 +80,7 @@ def test_two_adapters_generate_in_one_batch(two_adapter_model):
     [
         ("per_agent", ["base"], ["agent0", "agent1", "agent2"]),
         ("shared", ["base"], ["shared", "shared", "shared"]),
-        ("separate", ["agent0", "agent1", "agent2"], [None, None, None]),
+        ("separate", ["agent0", "agent1", "agent2"], ["agent0", "agent1", "agent2"]),
     ],
 )
 def test_team_layouts(tiny_model_dir, layout, model_keys, adapters):
@@ -91,8 +91,7 @@ def test_team_layouts(tiny_model_dir, layout, model_keys, adapters):
     team = build_team(cfg, with_adapters=True)
     assert sorted(team.models) == model_keys
     assert [s.adapter for s in team.slots] == adapters
-    if layout != "separate":
-        assert sorted(team.models["base"].peft_config) == sorted(set(adapters))
+    assert sorted(a for m in team.models.values() for a in m.peft_config) == sorted(set(adapters))
     untrained = build_team(cfg, with_adapters=False)
     assert list(untrained.models) == ["base"] and all(s.adapter is None for s in untrained.slots)
     # Fresh LoRA adapters are the identity: the adapter team says exactly what the bare base says.

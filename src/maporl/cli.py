@@ -12,6 +12,8 @@ from pathlib import Path
 from maporl.errors import UsageError
 
 EXAMPLES = """examples:
+  maporl train                                # co-train the embedded agents on CPU (configs/tiny.yaml)
+  maporl eval --checkpoint runs/tiny          # evaluate the trained team
   maporl discuss "What is 17+25-9?"           # watch 3 agents answer and discuss
   maporl eval --problems 500                  # team accuracy per agent x turn on held-out problems
   maporl eval --turns 2 discussion.num_agents=4 generation.temperature=0.7
@@ -22,7 +24,7 @@ EXAMPLES = """examples:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config file (default: built-in defaults = configs/tiny.yaml)")
-    p.add_argument("--checkpoint", help="a Hugging Face model directory to use instead of the embedded base")
+    p.add_argument("--checkpoint", help="a run directory (its latest checkpoint), a checkpoint, or an HF model dir")
     p.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents)")
     p.add_argument("--turns", type=int, help="number of turns (discussion.turns)")
     p.add_argument("--seed", type=int, help="seed (for eval: picks the problems; eval.seed)")
@@ -52,6 +54,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(e)
 
+    t = sub.add_parser("train", help="co-train the agents with MAPoRL (default: configs/tiny.yaml)")
+    t.add_argument("--config", help="YAML config file (default: built-in defaults = configs/tiny.yaml)")
+    t.add_argument("--out", help="run directory (default: runs/<run_name>)")
+    t.add_argument("--max-steps", type=int, help="training steps (train.max_steps)")
+    t.add_argument("--minutes", type=float, help="wall-clock budget, then evaluate, checkpoint, stop (train.minutes)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
+
     c = sub.add_parser("config", help="print the resolved config (or every key with its help)")
     c.add_argument("--config", help="YAML config file")
     c.add_argument("--keys", action="store_true", help="list every key with its default and help")
@@ -69,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, base: dict | None = None):
     from maporl.config import load_config
 
     overrides = list(args.overrides)
@@ -78,7 +89,8 @@ def _config(args: argparse.Namespace):
         "turns": "discussion.turns",
         "task": "task.name",
         "problems": "eval.num_problems",
-        "checkpoint": "model.name_or_path",
+        "max_steps": "train.max_steps",
+        "minutes": "train.minutes",
     }
     for attr, key in mapping.items():
         value = getattr(args, attr, None)
@@ -86,7 +98,23 @@ def _config(args: argparse.Namespace):
             overrides.append(f"{key}={value}")
     if getattr(args, "seed", None) is not None:
         overrides.append(f"{'eval.seed' if args.command == 'eval' else 'seed'}={args.seed}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, base=base)
+
+
+def _team_config_and_generator(args: argparse.Namespace):
+    """Config and generator for discuss/eval: the shipped base, a model directory, or a trained checkpoint.
+
+    A run or checkpoint directory brings its run's settings (agents, turns, task, sampling); flags override them.
+    """
+    from maporl import checkpoint
+    from maporl.team import build_generator
+
+    run_cfg, ckpt, model_dir = checkpoint.resolve(args.checkpoint) if args.checkpoint else (None, None, None)
+    if model_dir:
+        args.overrides = [*args.overrides, f"model.name_or_path={model_dir}"]
+    cfg = _config(args, base=run_cfg)
+    team = checkpoint.load_team(cfg, ckpt) if ckpt else None
+    return cfg, build_generator(cfg, team)
 
 
 def cmd_discuss(args: argparse.Namespace) -> None:
@@ -94,13 +122,11 @@ def cmd_discuss(args: argparse.Namespace) -> None:
     from maporl.prompts import agent_label
     from maporl.records import Problem
     from maporl.tasks import get_task, normalize_number
-    from maporl.team import build_generator
 
-    cfg = _config(args)
+    cfg, generator = _team_config_and_generator(args)
     task = get_task(cfg.task.name)
     truth = normalize_number(args.answer) or args.answer if args.answer else ""
     problem = Problem("cli", args.question, truth, "cli")
-    generator = build_generator(cfg)
     [tr] = discussion.run([problem], task, generator, cfg.discussion, seed=cfg.seed)
     for t, turn in enumerate(tr.answers):
         print(f"── turn {t} " + "─" * 50)
@@ -117,13 +143,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from maporl.evaluate import evaluate_team, format_table
     from maporl.rundir import new_run_dir, write_transcripts
     from maporl.tasks import get_task
-    from maporl.team import build_generator
 
-    cfg = _config(args)
+    cfg, generator = _team_config_and_generator(args)
     task = get_task(cfg.task.name)
     out = new_run_dir(args.out, cfg, "eval")
     start = time.time()
-    metrics, transcripts = evaluate_team(cfg, task, build_generator(cfg), quiet=args.quiet)
+    metrics, transcripts = evaluate_team(cfg, task, generator, quiet=args.quiet)
     metrics["seconds"] = round(time.time() - start, 1)
     write_transcripts(out / "transcripts.jsonl", transcripts)
     (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -136,6 +161,32 @@ def cmd_eval(args: argparse.Namespace) -> None:
     )
     print(format_table(metrics))
     print(f"wrote {out}/eval.json and transcripts.jsonl ({metrics['seconds']} s)")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from maporl.config import dump_yaml
+    from maporl.evaluate import format_table
+    from maporl.trainer import train
+
+    cfg = _config(args)
+    run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / cfg.run_name
+    if (run_dir / "metrics.jsonl").exists() and not args.resume:
+        raise UsageError(f"run directory {run_dir} already has a run; pass --resume to continue it or --out NEW_DIR")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    except OSError as e:
+        raise UsageError(f"cannot write to {run_dir} ({e.strerror}); pass a writable directory with --out") from None
+    print(
+        f"training {cfg.discussion.num_agents} agents x {cfg.discussion.turns} turns on {cfg.task.name} "
+        f"with {cfg.algo.name} ({cfg.model.name_or_path}); run directory {run_dir}"
+    )
+    result = train(cfg, run_dir, resume=args.resume, quiet=args.quiet)
+    print(f"done: {result['steps']} steps in {result['minutes']} min")
+    print(f"checkpoint:  {result['checkpoint']}")
+    print(f"metrics:     {run_dir / 'metrics.jsonl'}")
+    print(f"transcripts: {run_dir / 'transcripts'}/ and {run_dir / 'eval_transcripts.jsonl'}")
+    print(format_table(result["eval"]))
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -180,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unrecognized arguments: {' '.join(bad)}")
     if extra:
         args.overrides = [*getattr(args, "overrides", []), *extra]
-    handlers = {"discuss": cmd_discuss, "eval": cmd_eval, "config": cmd_config}
+    handlers = {"discuss": cmd_discuss, "eval": cmd_eval, "config": cmd_config, "train": cmd_train}
     if args.command == "base" and args.base_command == "build":
         handler = cmd_base_build
     elif args.command in handlers:

@@ -61,6 +61,64 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RewardConfig:
+    gamma: float = opt(0.3, "discount of later turns' team scores in the influence-aware reward (paper: 0.3)")
+    alpha: tuple[float, float] = opt((0.3, 0.3), "corrective incentive weights (alpha0: adopt/talked, alpha1: alone)")
+    beta: tuple[float, float] = opt(
+        (0.3, 0.3), "persuasive incentive weights (beta0: agent wrong too, beta1: agent right)"
+    )
+    convention: Literal["paper", "official"] = opt("paper", "paper: DESIGN 4.3 rules; official: the released code's")
+    incentive_source: Literal["label", "verifier"] = opt(
+        "label", "correctness used by the incentive terms: ground truth, or verifier score >= 0.5"
+    )
+    invalid_penalty: float = opt(-0.5, "score given to an answer with no parseable final answer")
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    name: Literal["ppo", "grpo", "rloo"] = opt("grpo", "ppo: value head + GAE (paper); grpo / rloo: group baselines")
+    group_by: Literal["problem", "agent_turn", "problem_turn", "rollout"] = opt(
+        "rollout",
+        "grpo/rloo groups: rollout = same (problem, agent, turn) over rollouts_per_problem discussions; problem; "
+        "agent_turn = same slot across problems (AT-GRPO); problem_turn",
+    )
+    rollouts_per_problem: int = opt(4, "independent discussions of each problem per step (group size for 'rollout')")
+    lr: float = opt(1e-3, "AdamW learning rate of the LoRA adapters (and value heads)")
+    lr_final_ratio: float = opt(0.1, "linear decay to lr * ratio at train.max_steps (released code: 0.1)")
+    epochs: int = opt(1, "optimisation passes over each step's rollouts")
+    minibatches: int = opt(1, "optimizer steps per epoch")
+    micro_batch_size: int = opt(128, "answers per forward/backward (gradient accumulation inside a minibatch)")
+    clip_eps: float = opt(0.2, "PPO ratio clip")
+    value_clip_eps: float = opt(0.2, "PPO value clip")
+    vf_coef: float = opt(0.1, "value loss weight (PPO)")
+    kl_coef: float = opt(
+        0.002, "KL to the reference (base with adapters off): in the reward for PPO, in the loss else"
+    )
+    kl_estimator: Literal["k1", "k2", "k3"] = opt("k3", "KL estimator for the loss term (grpo/rloo)")
+    gae_lambda: float = opt(0.95, "GAE lambda within an answer (PPO)")
+    whiten: Literal["agent_turn", "batch", "none"] = opt("agent_turn", "advantage whitening groups (PPO)")
+    agg: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"] = opt(
+        "token_mean", "how token losses are averaged (see docs/algorithm.md)"
+    )
+    max_grad_norm: float = opt(1.0, "gradient clipping, per agent")
+    lora_rank: int = opt(8, "LoRA rank (released code: 8)")
+    lora_alpha: int = opt(16, "LoRA alpha (released code: 16)")
+    max_nonfinite: int = opt(5, "stop (with a checkpoint) after this many consecutive non-finite updates")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = opt(200, "training steps (each: sample, discuss, verify, reward, update every agent)")
+    minutes: float = opt(0.0, "wall-clock budget; then evaluate, checkpoint and stop (0: no limit)")
+    problems_per_step: int = opt(16, "problems sampled per step (each discussed rollouts_per_problem times)")
+    agents: tuple[int, ...] = opt((), "agents to train (empty: all); others stay frozen")
+    turns: tuple[int, ...] = opt((), "turns whose answers are trained (empty: all)")
+    eval_every: int = opt(0, "evaluate every k steps on eval.num_problems (0: only at the end)")
+    checkpoint_every: int = opt(50, "save a checkpoint every k steps (and at the end)")
+    transcripts_every: int = opt(10, "save that step's transcripts every k steps")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = opt(0, "master seed: sampling seeds derive from (seed, step, problem, agent, turn)")
     run_name: str = opt("tiny", "run directory name under out_dir")
@@ -70,6 +128,9 @@ class Config:
     discussion: DiscussionConfig = field(default_factory=DiscussionConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -81,6 +142,25 @@ class Config:
             (self.generation.batch_size >= 1, "generation.batch_size must be >= 1"),
             (self.eval.num_problems >= 1, "eval.num_problems must be >= 1"),
             (bool(self.run_name) and "/" not in self.run_name, "run_name must be a non-empty name without '/'"),
+            (self.algo.lr > 0, "algo.lr must be > 0, e.g. algo.lr=1e-3"),
+            (0 <= self.reward.gamma <= 1, "reward.gamma must be in [0, 1]"),
+            (min(self.reward.alpha + self.reward.beta) >= 0, "reward.alpha and reward.beta weights must be >= 0"),
+            (self.algo.rollouts_per_problem >= 1, "algo.rollouts_per_problem must be >= 1"),
+            (self.algo.epochs >= 1 and self.algo.minibatches >= 1, "algo.epochs and algo.minibatches must be >= 1"),
+            (self.algo.micro_batch_size >= 1, "algo.micro_batch_size must be >= 1"),
+            (self.train.max_steps >= 1, "train.max_steps must be >= 1"),
+            (self.train.minutes >= 0, "train.minutes must be >= 0 (0: no limit)"),
+            (self.train.problems_per_step >= 1, "train.problems_per_step must be >= 1"),
+            (
+                (self.train.problems_per_step * self.algo.rollouts_per_problem) % self.algo.minibatches == 0,
+                "train.problems_per_step * algo.rollouts_per_problem must be divisible by algo.minibatches",
+            ),
+            (
+                all(0 <= a < self.discussion.num_agents for a in self.train.agents),
+                f"train.agents must name agents 0..{self.discussion.num_agents - 1}",
+            ),
+            (all(0 <= t < self.discussion.turns for t in self.train.turns), "train.turns must name turns 0..T-1"),
+            (self.algo.lora_rank >= 1, "algo.lora_rank must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -30,9 +30,23 @@ class Team:
     slots: list[AgentSlot]
 
 
-def lora_config(rank: int = 8, alpha: int = 16) -> LoraConfig:
+def lora_config(cfg: Config) -> LoraConfig:
     # Dropout 0: peft's mixed-adapter batches need eval mode, where dropout would be off anyway.
-    return LoraConfig(r=rank, lora_alpha=alpha, target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=cfg.algo.lora_rank,
+        lora_alpha=cfg.algo.lora_alpha,
+        target_modules="all-linear",
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _with_adapters(model: PreTrainedModel, names: list[str], cfg: Config) -> PeftModel:
+    peft_model = get_peft_model(model, lora_config(cfg), adapter_name=names[0])
+    for name in names[1:]:
+        peft_model.add_adapter(name, lora_config(cfg))
+    peft_model.eval()
+    return peft_model
 
 
 def build_team(cfg: Config, with_adapters: bool) -> Team:
@@ -45,16 +59,15 @@ def build_team(cfg: Config, with_adapters: bool) -> Team:
     tokenizer = load_tokenizer(path)
     n, layout = cfg.discussion.num_agents, cfg.discussion.adapters
     if layout == "separate" and with_adapters:
-        models = {f"agent{i}": load_model(path, cfg.model.dtype, cfg.model.device) for i in range(n)}
-        return Team(models, dict.fromkeys(models, tokenizer), [AgentSlot(f"agent{i}") for i in range(n)])
+        # One full copy per agent, each with its own adapter: the reference policy is that copy with it disabled.
+        names = [f"agent{i}" for i in range(n)]
+        models = {k: _with_adapters(load_model(path, cfg.model.dtype, cfg.model.device), [k], cfg) for k in names}
+        return Team(models, dict.fromkeys(models, tokenizer), [AgentSlot(k, k) for k in names])
     base = load_model(path, cfg.model.dtype, cfg.model.device)
     if not with_adapters:
         return Team({"base": base}, {"base": tokenizer}, [AgentSlot("base") for _ in range(n)])
     names = [f"agent{i}" for i in range(n)] if layout == "per_agent" else ["shared"]
-    model: PeftModel = get_peft_model(base, lora_config(), adapter_name=names[0])
-    for name in names[1:]:
-        model.add_adapter(name, lora_config())
-    model.eval()
+    model = _with_adapters(base, names, cfg)
     slots = [AgentSlot("base", names[i] if layout == "per_agent" else "shared") for i in range(n)]
     return Team({"base": model}, {"base": tokenizer}, slots)
 

@@ -1,0 +1,123 @@
+"""Checkpoints: every agent's adapter and value head, the optimizer, scheduler and RNG states, written atomically.
+
+A checkpoint directory is written under a temporary name, fsynced, then renamed; `checkpoints/latest` names the
+newest complete one. `resolve` turns whatever a user passes to --checkpoint into (run config, checkpoint, model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from maporl.config import read_yaml
+from maporl.errors import UsageError
+from maporl.policy import Policy
+
+
+def _adapters(policy: Policy):
+    seen = set()
+    for slot in policy.team.slots:
+        if slot.adapter is not None and (slot.model_key, slot.adapter) not in seen:
+            seen.add((slot.model_key, slot.adapter))
+            yield slot.model_key, slot.adapter
+
+
+def save_checkpoint(run_dir: Path, step: int, policy: Policy, learner, extra: dict) -> Path:
+    root = run_dir / "checkpoints"
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp_step_{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for key, name in _adapters(policy):
+        state = get_peft_model_state_dict(policy.team.models[key], adapter_name=name)
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp / f"adapter_{name}.safetensors")
+    if policy.value_heads is not None:
+        torch.save(policy.value_heads.state_dict(), tmp / "value_heads.pt")
+    torch.save(
+        {
+            "optimizer": learner.optimizer.state_dict(),
+            "scheduler": learner.scheduler.state_dict(),
+            "learner_rng": learner.generator.get_state(),
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp / "trainer_state.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2) + "\n")
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    (root / "latest.tmp").write_text(final.name + "\n")
+    os.replace(root / "latest.tmp", root / "latest")
+    return final
+
+
+def load_weights(ckpt: Path, policy: Policy) -> None:
+    """Load adapters (and value heads) into a team built with the run's config."""
+    for key, name in _adapters(policy):
+        path = ckpt / f"adapter_{name}.safetensors"
+        if not path.is_file():
+            raise UsageError(f"checkpoint {ckpt} has no adapter '{name}'; use the run's discussion.adapters layout")
+        set_peft_model_state_dict(policy.team.models[key], load_file(path), adapter_name=name)
+    if policy.value_heads is not None and (ckpt / "value_heads.pt").is_file():
+        policy.value_heads.load_state_dict(torch.load(ckpt / "value_heads.pt"))
+
+
+def load_team(cfg, ckpt: Path):
+    """A team built with `cfg` carrying the adapters saved in `ckpt` (for discuss / eval)."""
+    from maporl.team import build_team
+
+    team = build_team(cfg, with_adapters=True)
+    load_weights(ckpt, Policy(team, value_heads=False))
+    return team
+
+
+def load_trainer_state(ckpt: Path, learner) -> int:
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    learner.optimizer.load_state_dict(state["optimizer"])
+    learner.scheduler.load_state_dict(state["scheduler"])
+    learner.generator.set_state(state["learner_rng"])
+    random.setstate(state["python_rng"])
+    np.random.set_state(state["numpy_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return json.loads((ckpt / "state.json").read_text())["step"]
+
+
+def latest(run_dir: Path) -> Path | None:
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
+    return ckpt if (ckpt / "state.json").is_file() else None
+
+
+def resolve(path: str) -> tuple[dict | None, Path | None, str | None]:
+    """--checkpoint PATH -> (run config dict, checkpoint dir, model dir).
+
+    PATH may be a run directory (its latest checkpoint), a checkpoint directory, or a Hugging Face model directory.
+    """
+    p = Path(path).expanduser()
+    if (p / "state.json").is_file():
+        return read_yaml(p.parent.parent / "config.yaml"), p, None
+    if (p / "config.yaml").is_file() and (p / "checkpoints").is_dir():
+        ckpt = latest(p)
+        if ckpt is None:
+            raise UsageError(f"run {p} has no complete checkpoint yet; train longer or pass a checkpoint directory")
+        return read_yaml(p / "config.yaml"), ckpt, None
+    if (p / "config.json").is_file():
+        return None, None, str(p)
+    raise UsageError(
+        f"--checkpoint {p}: not a run directory, a checkpoint directory or a Hugging Face model directory; "
+        "pass e.g. runs/tiny"
+    )

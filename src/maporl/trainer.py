@@ -1,0 +1,143 @@
+"""THE loop: MAPoRL co-training, read top to bottom like the paper's algorithm box.
+
+    for each step:
+        problems   <- task.sample(train split)                        # each discussed K = rollouts_per_problem times
+        transcripts <- discussion.run(agents, problems)               # N agents x T turns
+        scores     <- verifier(transcripts)                          # (B, N, T) in [0, 1]; invalid -> penalty
+        rewards    <- maporl_rewards(scores, correct)                 # influence-aware + corrective/persuasive terms
+        advantages <- GAE on value heads (ppo) | group baselines (grpo, rloo)
+        update every trained agent                                   # clipped surrogate (+ value loss, KL)
+        log; every k steps: evaluate, checkpoint
+
+Departures from the paper's PPO, all settings: `grpo`/`rloo` replace the value head with a baseline from the same
+(problem, agent, turn) over K independent discussions (default, cheapest on CPU); the KL to the reference is a loss
+term for those (in the reward for PPO); LoRA dropout is 0 (peft mixed-adapter batches need eval mode).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from maporl import checkpoint, discussion
+from maporl.advantages import compute_advantages
+from maporl.config import Config
+from maporl.evaluate import evaluate_team
+from maporl.learner import Learner
+from maporl.policy import Policy, encode_episodes
+from maporl.rewards import apply_validity_penalty, incentive_counts, maporl_rewards
+from maporl.rundir import write_transcripts
+from maporl.tasks import get_task
+from maporl.team import build_generator, build_team
+from maporl.utils import progress
+from maporl.verifiers.label import LabelVerifier
+
+
+def group_ids(cfg: Config, problems: int) -> torch.Tensor:
+    """Group id of every (b, i, t) episode, laid out (B, N, T), for the group-relative baselines."""
+    k, n, t = cfg.algo.rollouts_per_problem, cfg.discussion.num_agents, cfg.discussion.turns
+    b = torch.arange(problems * k)[:, None, None].expand(-1, n, t)
+    p = b // k  # problem index: the K rollouts of a problem are consecutive
+    i = torch.arange(n)[None, :, None].expand_as(b)
+    tt = torch.arange(t)[None, None, :].expand_as(b)
+    ids = {"rollout": (p * n + i) * t + tt, "problem": p, "agent_turn": i * t + tt, "problem_turn": p * t + tt}
+    return ids[cfg.algo.group_by].reshape(-1)
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
+    task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
+    team = build_team(cfg, with_adapters=True)
+    policy = Policy(team, value_heads=cfg.algo.name == "ppo")
+    generator, verifier = build_generator(cfg, team), LabelVerifier(task)
+    agents = list(cfg.train.agents) or list(range(n))
+    learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed)
+    trained = [(i, t) for i in agents for t in (cfg.train.turns or range(turns))]
+    start_step = 0
+    if resume and (ckpt := checkpoint.latest(run_dir)) is not None:
+        checkpoint.load_weights(ckpt, policy)
+        start_step = checkpoint.load_trainer_state(ckpt, learner)
+    tokenizer = next(iter(team.tokenizers.values()))
+    metrics_file = (run_dir / "metrics.jsonl").open("a")
+    (run_dir / "transcripts").mkdir(exist_ok=True)
+    started, done, timings = time.time(), start_step, {}
+
+    @contextmanager
+    def timed(phase: str):
+        t0 = time.time()
+        yield
+        timings[f"time/{phase}"] = time.time() - t0
+
+    with progress(cfg.train.max_steps - start_step, "train", quiet=quiet) as bar:
+        for step in range(start_step, cfg.train.max_steps):
+            if cfg.train.minutes and time.time() - started > 60 * cfg.train.minutes:
+                break
+            with timed("generation"):
+                problems = task.sample(cfg.train.problems_per_step, seed=cfg.seed * 1_000_003 + step, split="train")
+                rollouts = [p for p in problems for _ in range(cfg.algo.rollouts_per_problem)]
+                transcripts = discussion.run(rollouts, task, generator, cfg.discussion, cfg.seed, step)
+            with timed("scoring"):
+                correct = verifier.score(transcripts)  # label verifier: 1.0 if correct
+                valid = torch.tensor(
+                    [
+                        [[tr.answers[t][i].parsed is not None for t in range(turns)] for i in range(n)]
+                        for tr in transcripts
+                    ]
+                )
+                scores = apply_validity_penalty(correct, valid, cfg.reward.invalid_penalty)
+                r = cfg.reward
+                rewards = maporl_rewards(
+                    scores, correct, gamma=r.gamma, alpha=r.alpha, beta=r.beta, convention=r.convention
+                )
+            with timed("update"):
+                episodes = [(b, i, t) for b in range(len(transcripts)) for i, t in trained]
+                batch = encode_episodes(tokenizer, transcripts, episodes, rewards)
+                episode_adv = None
+                if cfg.algo.name != "ppo":
+                    all_adv = compute_advantages(cfg.algo.name, rewards.reshape(-1), group_ids(cfg, len(problems)))
+                    episode_adv = all_adv.reshape(rewards.shape)[batch.problem, batch.agent, batch.turn]
+                stats = learner.update(batch, episode_adv)
+
+            row = {"step": step + 1, **timings, "time/step": sum(timings.values()), **stats}
+            row["reward/mean"] = rewards.mean().item()
+            for i in range(n):
+                for t in range(turns):
+                    row[f"reward/agent{i}/turn{t}"] = rewards[:, i, t].mean().item()
+            row |= {f"train/acc/turn{t}": correct[:, :, t].mean().item() for t in range(turns)}
+            row |= {f"incentive/{k}": v for k, v in incentive_counts(correct, r.convention).items()}
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+            accs = "→".join(f"{row[f'train/acc/turn{t}']:.0%}" for t in range(turns))
+            bar.advance(f"reward {row['reward/mean']:.2f} acc {accs} {row['time/step']:.1f}s/step")
+            if cfg.train.transcripts_every and (step + 1) % cfg.train.transcripts_every == 0:
+                write_transcripts(run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl", transcripts[:32])
+            if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
+                _evaluate(cfg, task, generator, step + 1, metrics_file, quiet)
+            if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
+                checkpoint.save_checkpoint(run_dir, step + 1, policy, learner, {"minutes": _minutes(started)})
+            done = step + 1
+            if learner.consecutive_nonfinite >= cfg.algo.max_nonfinite:
+                print(f"maporl: stopping: {learner.consecutive_nonfinite} consecutive non-finite updates")
+                break
+    ckpt = checkpoint.save_checkpoint(run_dir, done, policy, learner, {"minutes": _minutes(started)})
+    metrics, transcripts = _evaluate(cfg, task, generator, done, metrics_file, quiet)
+    write_transcripts(run_dir / "eval_transcripts.jsonl", transcripts)
+    (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics_file.close()
+    return {"checkpoint": ckpt, "eval": metrics, "steps": done, "minutes": _minutes(started)}
+
+
+def _minutes(started: float) -> float:
+    return round((time.time() - started) / 60, 2)
+
+
+def _evaluate(cfg: Config, task, generator, step: int, metrics_file, quiet: bool):
+    metrics, transcripts = evaluate_team(cfg, task, generator, quiet=True)
+    row = {"step": step} | {f"eval/acc/turn{t}": a for t, a in enumerate(metrics["acc_per_turn"])}
+    row |= {f"eval/majority/turn{t}": a for t, a in enumerate(metrics["majority_per_turn"])}
+    metrics_file.write(json.dumps(row) + "\n")
+    metrics_file.flush()
+    return metrics, transcripts
