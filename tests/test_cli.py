@@ -117,3 +117,52 @@ def test_shipped_base_discusses():
     r = maporl("discuss", "What is 17+25-9?", "--answer", "33")
     assert r.returncode == 0, r.stderr
     assert "The answer is" in r.stdout
+
+
+def test_train_then_eval_and_discuss_the_checkpoint(tiny_model_dir, tmp_path):
+    run = tmp_path / "run"
+    small = ["generation.max_new_tokens=6", "train.problems_per_step=2", "algo.rollouts_per_problem=2"]
+    r = maporl(
+        "train",
+        "--out",
+        str(run),
+        "--max-steps",
+        "2",
+        "--quiet",
+        "--num-agents",
+        "2",
+        "--turns",
+        "2",
+        f"model.name_or_path={tiny_model_dir}",
+        "eval.num_problems=3",
+        *small,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "checkpoint:" in r.stdout and "majority vote" in r.stdout
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "step_000002" / "state.json").is_file()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "time/step" in r] == [1, 2]
+    assert {"reward/mean", "train/acc/turn1", "time/generation", "time/update", "loss/policy"} <= set(rows[0])
+    assert "eval/acc/turn1" in rows[-1]
+    # A run directory is a checkpoint: eval and discuss take its agents, turns and model from config.yaml.
+    r = maporl(
+        "eval",
+        "--checkpoint",
+        str(run),
+        "--problems",
+        "2",
+        "--json",
+        str(tmp_path / "m.json"),
+        "--quiet",
+        "--out",
+        str(tmp_path / "ev"),
+    )
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["num_agents"] == 2 and m["num_turns"] == 2 and m["num_problems"] == 2
+    r = maporl("discuss", "What is 1+2-3?", "--checkpoint", str(run / "checkpoints" / "step_000001"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("Agent 2:") == 2
+    # An existing run is never overwritten without --resume.
+    r = maporl("train", "--out", str(run), "--max-steps", "1", f"model.name_or_path={tiny_model_dir}")
+    assert r.returncode == 2 and "--resume" in r.stderr

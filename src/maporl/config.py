@@ -87,13 +87,11 @@ class AlgoConfig:
     lr_final_ratio: float = opt(0.1, "linear decay to lr * ratio at train.max_steps (released code: 0.1)")
     epochs: int = opt(1, "optimisation passes over each step's rollouts")
     minibatches: int = opt(1, "optimizer steps per epoch")
-    micro_batch_size: int = opt(128, "answers per forward/backward (gradient accumulation inside a minibatch)")
+    micro_batch_size: int = opt(256, "answers per forward/backward (gradient accumulation inside a minibatch)")
     clip_eps: float = opt(0.2, "PPO ratio clip")
     value_clip_eps: float = opt(0.2, "PPO value clip")
     vf_coef: float = opt(0.1, "value loss weight (PPO)")
-    kl_coef: float = opt(
-        0.002, "KL to the reference (base with adapters off): in the reward for PPO, in the loss else"
-    )
+    kl_coef: float = opt(0.0, "KL to the reference (base, adapters off): in the reward for PPO, else in the loss")
     kl_estimator: Literal["k1", "k2", "k3"] = opt("k3", "KL estimator for the loss term (grpo/rloo)")
     gae_lambda: float = opt(0.95, "GAE lambda within an answer (PPO)")
     whiten: Literal["agent_turn", "batch", "none"] = opt("agent_turn", "advantage whitening groups (PPO)")
@@ -110,7 +108,7 @@ class AlgoConfig:
 class TrainConfig:
     max_steps: int = opt(200, "training steps (each: sample, discuss, verify, reward, update every agent)")
     minutes: float = opt(0.0, "wall-clock budget; then evaluate, checkpoint and stop (0: no limit)")
-    problems_per_step: int = opt(16, "problems sampled per step (each discussed rollouts_per_problem times)")
+    problems_per_step: int = opt(8, "problems sampled per step (each discussed rollouts_per_problem times)")
     agents: tuple[int, ...] = opt((), "agents to train (empty: all); others stay frozen")
     turns: tuple[int, ...] = opt((), "turns whose answers are trained (empty: all)")
     eval_every: int = opt(0, "evaluate every k steps on eval.num_problems (0: only at the end)")

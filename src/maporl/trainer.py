@@ -33,7 +33,7 @@ from maporl.rewards import apply_validity_penalty, incentive_counts, maporl_rewa
 from maporl.rundir import write_transcripts
 from maporl.tasks import get_task
 from maporl.team import build_generator, build_team
-from maporl.utils import progress
+from maporl.utils import progress, seed_everything
 from maporl.verifiers.label import LabelVerifier
 
 
@@ -49,6 +49,7 @@ def group_ids(cfg: Config, problems: int) -> torch.Tensor:
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
+    seed_everything(cfg.seed)
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
     team = build_team(cfg, with_adapters=True)
     policy = Policy(team, value_heads=cfg.algo.name == "ppo")

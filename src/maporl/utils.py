@@ -49,3 +49,15 @@ def progress(total: int, description: str, quiet: bool = False) -> Iterator[_Bar
             yield bar
     else:
         yield bar
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (LoRA initialisation and minibatch order draw from them)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,155 @@
+"""Co-training on a random ~1M model: what changes, what stays frozen, determinism, accumulation, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from maporl import trainer
+from maporl.checkpoint import load_team
+from maporl.config import load_config
+from maporl.policy import Policy, encode_episodes
+from maporl.records import Answer, Problem, Transcript
+from maporl.team import build_team
+
+
+def tiny_cfg(model_dir, *extra: str):
+    return load_config(
+        None,
+        [
+            f"model.name_or_path={model_dir}",
+            "discussion.num_agents=2",
+            "discussion.turns=2",
+            "generation.max_new_tokens=8",
+            "train.problems_per_step=2",
+            "algo.rollouts_per_problem=2",
+            "train.max_steps=2",
+            "train.checkpoint_every=0",
+            "train.transcripts_every=1",
+            "eval.num_problems=2",
+            *extra,
+        ],
+    )
+
+
+class RandomVerifier:
+    """Scores that vary, so group baselines give non-zero advantages even for a random model's gibberish."""
+
+    def __init__(self, task):
+        self.generator = torch.Generator().manual_seed(0)
+
+    def score(self, transcripts):
+        n, t = transcripts[0].num_agents, transcripts[0].num_turns
+        return (torch.rand(len(transcripts), n, t, generator=self.generator) > 0.5).float()
+
+
+def lora_state(team, adapter):
+    return {
+        n: p.detach().clone() for m in team.models.values() for n, p in m.named_parameters() if f".{adapter}." in n
+    }
+
+
+def run_and_capture(monkeypatch, cfg, tmp_path):
+    """Train with varying scores; returns (result, the trained team, its weights before training)."""
+    monkeypatch.setattr(trainer, "LabelVerifier", RandomVerifier)
+    teams, initial = [], {}
+    real_build_team = trainer.build_team
+
+    def build_and_snapshot(c, with_adapters):
+        teams.append(real_build_team(c, with_adapters))
+        initial.update({n: p.detach().clone() for m in teams[-1].models.values() for n, p in m.named_parameters()})
+        return teams[-1]
+
+    monkeypatch.setattr(trainer, "build_team", build_and_snapshot)
+    result = trainer.train(cfg, tmp_path, quiet=True)
+    return result, teams[0], initial
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_trained_agents_change_and_frozen_agents_do_not(monkeypatch, tmp_path, tiny_model_dir, algo):
+    cfg = tiny_cfg(tiny_model_dir, f"algo.name={algo}", "train.agents=[0]")
+    result, team, initial = run_and_capture(monkeypatch, cfg, tmp_path)
+    before0 = {n: p for n, p in initial.items() if ".agent0." in n}
+    before1 = {n: p for n, p in initial.items() if ".agent1." in n}
+    after0, after1 = lora_state(team, "agent0"), lora_state(team, "agent1")
+    assert before0 and before0.keys() == after0.keys()
+    unchanged = [n for n in before0 if torch.equal(before0[n], after0[n])]
+    assert unchanged == []  # every LoRA tensor (A and B) of the trained agent moved in 2 steps
+    assert all(torch.equal(before1[n], after1[n]) for n in before1)  # the frozen agent did not
+    assert result["steps"] == 2 and (tmp_path / "eval.json").is_file()
+
+
+def test_all_agents_train_by_default(monkeypatch, tmp_path, tiny_model_dir):
+    _, team, initial = run_and_capture(monkeypatch, tiny_cfg(tiny_model_dir), tmp_path)
+    for agent in ("agent0", "agent1"):
+        after = lora_state(team, agent)
+        assert after and all(not torch.equal(initial[n], p) for n, p in after.items())
+
+
+def test_same_seed_same_metrics(monkeypatch, tmp_path, tiny_model_dir):
+    rows = []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        out.mkdir()
+        run_and_capture(monkeypatch, tiny_cfg(tiny_model_dir), out)
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        rows.append([{key: v for key, v in r.items() if not key.startswith("time/")} for r in lines])
+        assert (out / "transcripts" / "step_000001.jsonl").is_file()
+    assert rows[0] == rows[1]
+
+
+def test_answer_mask_covers_exactly_the_answer_and_end_of_turn(tokenizer):
+    prompt = ({"role": "user", "content": "What is 1+2-0?"},)
+    answers = tuple(Answer(i, 0, prompt, r, None) for i, r in enumerate(["The answer is 3.", "3"]))
+    tr = Transcript(Problem("p", "What is 1+2-0?", "3", "t"), (answers,))
+    batch = encode_episodes(tokenizer, [tr], [(0, 0, 0), (0, 1, 0)], torch.zeros(1, 2, 1))
+    for row, text in enumerate(["The answer is 3.", "3"]):
+        # answer_mask[p] marks that token p+1 is scored: it must be the answer's tokens then <|im_end|>.
+        scored = batch.input_ids[row, 1:][batch.answer_mask[row]]
+        expected = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        assert scored.tolist() == expected
+    assert batch.attention_mask[1].sum() < batch.attention_mask[0].sum()  # left padding on the shorter row
+    assert batch.attention_mask[1, 0] == 0
+
+
+def test_gradient_accumulation_matches_one_big_batch(monkeypatch, tmp_path, tiny_model_dir):
+    params = []
+    for micro in (64, 3):
+        cfg = tiny_cfg(tiny_model_dir, f"algo.micro_batch_size={micro}", "train.max_steps=1", "algo.kl_coef=0.01")
+        out = tmp_path / f"m{micro}"
+        out.mkdir()
+        _, team, _ = run_and_capture(monkeypatch, cfg, out)
+        params.append(lora_state(team, "agent0") | lora_state(team, "agent1"))
+    for name, p in params[0].items():
+        torch.testing.assert_close(p, params[1][name], rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoint_restores_the_trained_adapters(monkeypatch, tmp_path, tiny_model_dir):
+    cfg = tiny_cfg(tiny_model_dir)
+    result, team, _ = run_and_capture(monkeypatch, cfg, tmp_path)
+    loaded = load_team(cfg, result["checkpoint"])
+    for agent in ("agent0", "agent1"):
+        trained, restored = lora_state(team, agent), lora_state(loaded, agent)
+        assert all(torch.equal(trained[n], restored[n]) for n in trained)
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000002"
+
+
+def test_group_ids_layouts(tiny_model_dir):
+    cfg = tiny_cfg(tiny_model_dir, "algo.group_by=rollout")
+    ids = trainer.group_ids(cfg, problems=2).reshape(4, 2, 2)  # 2 problems x 2 rollouts, N=2, T=2
+    assert torch.equal(ids[0], ids[1]) and torch.equal(ids[2], ids[3])  # rollouts of a problem share groups
+    assert len(set(ids[0].flatten().tolist())) == 4 and not set(ids[0].flatten().tolist()) & set(
+        ids[2].flatten().tolist()
+    )
+    cfg = tiny_cfg(tiny_model_dir, "algo.group_by=agent_turn")
+    ids = trainer.group_ids(cfg, problems=2).reshape(4, 2, 2)
+    assert all(torch.equal(ids[0], ids[b]) for b in range(4))
+
+
+def test_value_heads_only_for_ppo(tiny_model_dir):
+    cfg = tiny_cfg(tiny_model_dir)
+    team = build_team(cfg, with_adapters=True)
+    assert Policy(team, value_heads=False).value_heads is None
+    assert len(Policy(team, value_heads=True).value_heads) == 2
