@@ -72,7 +72,8 @@ def test_eval_writes_json_config_and_transcripts(tiny_model_dir, tmp_path):
     ("args", "expected"),
     [
         (["eval", "discussion.num_agnets=3"], "did you mean 'num_agents'"),
-        (["eval", "--checkpoint", "/nonexistent/model"], "model directory /nonexistent/model not found"),
+        (["eval", "--checkpoint", "/nonexistent/model"], "not a run directory, a checkpoint directory or a Hugging"),
+        (["eval", "model.name_or_path=/nonexistent/model"], "model directory /nonexistent/model not found"),
         (["eval", "--task", "arith_chian"], "did you mean 'arith_chain'"),
         (["discuss", "hi", "--turns", "0"], "discussion.turns must be >= 1"),
         (["eval", "--task", "jsonl:/nonexistent.jsonl"], "does not exist"),
@@ -160,7 +161,7 @@ def test_train_then_eval_and_discuss_the_checkpoint(tiny_model_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["num_agents"] == 2 and m["num_turns"] == 2 and m["num_problems"] == 2
-    r = maporl("discuss", "What is 1+2-3?", "--checkpoint", str(run / "checkpoints" / "step_000001"))
+    r = maporl("discuss", "What is 1+2-3?", "--checkpoint", str(run / "checkpoints" / "step_000002"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("Agent 2:") == 2
     # An existing run is never overwritten without --resume.

@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help="training steps (train.max_steps)")
     t.add_argument("--minutes", type=float, help="wall-clock budget, then evaluate, checkpoint, stop (train.minutes)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents)")
+    t.add_argument("--turns", type=int, help="number of turns (discussion.turns)")
+    t.add_argument("--task", help="training task (task.name)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
