@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Set up (idempotent), then run the main job on the embedded default: watch the untrained team discuss one
-# question, then measure it on held-out problems (accuracy per agent x turn, majority vote, transitions).
+# Set up (idempotent), then the main job on the embedded default: `maporl train` co-trains 3 agents x 3 turns of
+# the shipped tiny model on CPU (configs/tiny.yaml: 150 steps, about 25 minutes on 2 cores), then evaluates the team.
+# Extra arguments go to `maporl train`, e.g. ./scripts/run.sh --minutes 5 --out runs/quick
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/maporl discuss "What is 17+25-9?" --answer 33
-.venv/bin/maporl eval --problems "${PROBLEMS:-200}" "$@"
+# A new run directory each time, so running this twice never collides with (or overwrites) an earlier run.
+case " $* " in
+  *" --out "*|*" --resume "*) exec .venv/bin/maporl train "$@" ;;
+  *) exec .venv/bin/maporl train --out "runs/tiny-$(date +%Y%m%d-%H%M%S)" "$@" ;;
+esac

@@ -115,3 +115,19 @@ def test_chunked_run_uses_the_same_seeds_as_one_run():
 def test_transcript_json_round_trip():
     transcripts, _ = run()
     assert Transcript.from_json(transcripts[0].to_json()) == transcripts[0]
+
+
+def test_base_sft_data_comes_from_the_train_split_only():
+    import random
+
+    from maporl.base.data import sft_example
+    from maporl.tasks import split_of
+    from maporl.tasks.arithmetic import ArithmeticTask
+
+    rng = random.Random(0)
+    tasks = {n: ArithmeticTask(n) for n in ("arith_chain", "arith_long", "arith_word")}
+    for i in range(300):
+        prompt, target = sft_example(rng, tasks, i)
+        question = prompt[0]["content"].split("\n")[0]
+        assert split_of(question) == "train"
+        assert "The answer is" in target

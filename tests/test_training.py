@@ -153,3 +153,12 @@ def test_value_heads_only_for_ppo(tiny_model_dir):
     team = build_team(cfg, with_adapters=True)
     assert Policy(team, value_heads=False).value_heads is None
     assert len(Policy(team, value_heads=True).value_heads) == 2
+
+
+def test_resume_continues_from_the_latest_checkpoint(monkeypatch, tmp_path, tiny_model_dir):
+    monkeypatch.setattr(trainer, "LabelVerifier", RandomVerifier)
+    trainer.train(tiny_cfg(tiny_model_dir, "train.max_steps=2"), tmp_path, quiet=True)
+    result = trainer.train(tiny_cfg(tiny_model_dir, "train.max_steps=3"), tmp_path, resume=True, quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "time/step" in r] == [1, 2, 3]  # appended, step 3 only on resume
+    assert result["steps"] == 3 and (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000003"

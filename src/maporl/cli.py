@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from maporl.errors import UsageError
@@ -167,12 +168,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from maporl.config import dump_yaml
+    from maporl.config import dump_yaml, read_yaml
     from maporl.evaluate import format_table
     from maporl.trainer import train
 
     cfg = _config(args)
     run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / cfg.run_name
+    if args.resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"nothing to resume in {run_dir} (no config.yaml); drop --resume to start a new run")
+        cfg = _config(args, base=read_yaml(run_dir / "config.yaml"))  # the run's settings, then flags on top
     if (run_dir / "metrics.jsonl").exists() and not args.resume:
         raise UsageError(f"run directory {run_dir} already has a run; pass --resume to continue it or --out NEW_DIR")
     try:
@@ -226,6 +231,8 @@ def cmd_base_build(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # peft 0.21 calls a transformers 5 API that warns on every adapter setup; nothing for a user to act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     ap = parser()
     # Overrides may stand anywhere (also between options): collect every leftover 'key=value' word.
     args, extra = ap.parse_known_args(argv)

@@ -84,7 +84,7 @@ class AlgoConfig:
     )
     rollouts_per_problem: int = opt(4, "independent discussions of each problem per step (group size for 'rollout')")
     lr: float = opt(1e-3, "AdamW learning rate of the LoRA adapters (and value heads)")
-    lr_final_ratio: float = opt(0.1, "linear decay to lr * ratio at train.max_steps (released code: 0.1)")
+    lr_final_ratio: float = opt(1.0, "linear decay to lr * ratio at train.max_steps (1: constant; released code: 0.1)")
     epochs: int = opt(1, "optimisation passes over each step's rollouts")
     minibatches: int = opt(1, "optimizer steps per epoch")
     micro_batch_size: int = opt(256, "answers per forward/backward (gradient accumulation inside a minibatch)")
@@ -106,7 +106,7 @@ class AlgoConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = opt(150, "training steps (each: sample, discuss, verify, reward, update every agent)")
+    max_steps: int = opt(197, "training steps (each: sample, discuss, verify, reward, update every agent)")
     minutes: float = opt(0.0, "wall-clock budget; then evaluate, checkpoint and stop (0: no limit)")
     problems_per_step: int = opt(8, "problems sampled per step (each discussed rollouts_per_problem times)")
     agents: tuple[int, ...] = opt((), "agents to train (empty: all); others stay frozen")

@@ -81,15 +81,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
                 rollouts = [p for p in problems for _ in range(cfg.algo.rollouts_per_problem)]
                 transcripts = discussion.run(rollouts, task, generator, cfg.discussion, cfg.seed, step)
             with timed("scoring"):
-                correct = verifier.score(transcripts)  # label verifier: 1.0 if correct
+                labels = verifier.score(transcripts)  # label verifier: 1.0 where the answer is correct
                 valid = torch.tensor(
                     [
                         [[tr.answers[t][i].parsed is not None for t in range(turns)] for i in range(n)]
                         for tr in transcripts
                     ]
                 )
-                scores = apply_validity_penalty(correct, valid, cfg.reward.invalid_penalty)
+                scores = apply_validity_penalty(labels, valid, cfg.reward.invalid_penalty)
                 r = cfg.reward
+                # Incentives read correctness from the ground truth, or from the verifier's score thresholded at 0.5.
+                correct = labels if r.incentive_source == "label" else (labels >= 0.5).float()
                 rewards = maporl_rewards(
                     scores, correct, gamma=r.gamma, alpha=r.alpha, beta=r.beta, convention=r.convention
                 )
@@ -107,7 +109,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
             for i in range(n):
                 for t in range(turns):
                     row[f"reward/agent{i}/turn{t}"] = rewards[:, i, t].mean().item()
-            row |= {f"train/acc/turn{t}": correct[:, :, t].mean().item() for t in range(turns)}
+            row |= {f"train/acc/turn{t}": labels[:, :, t].mean().item() for t in range(turns)}
             row |= {f"incentive/{k}": v for k, v in incentive_counts(correct, r.convention).items()}
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
