@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="base_command", metavar="SUBCOMMAND")
     bb = bsub.add_parser("build", help="pre-train the tiny base (tokenizer + model + SFT) from scratch")
     bb.add_argument("--out", required=True, help="output directory (a Hugging Face model directory)")
-    bb.add_argument("--steps", type=int, help="SFT steps (default 900)")
+    bb.add_argument("--steps", type=int, help="SFT steps (default 800: the shipped base)")
     bb.add_argument("--seed", type=int, help="seed (default 0)")
     bb.add_argument("--batch-size", type=int, help="examples per step (default 64)")
     bb.add_argument("--snapshot-every", type=int, help="also save the model every k steps under OUT/snapshots")
