@@ -79,9 +79,13 @@ class Learner:
     def _minibatch(self, batch, mb, old_logp, old_values, ref_logp, advantages, returns, stats) -> None:
         cfg, ppo = self.cfg, returns is not None
         self.optimizer.zero_grad(set_to_none=True)
-        # Weights make the accumulated gradient equal to one pass over the whole minibatch.
-        has_token = batch.answer_mask[mb].any(-1)
-        total = batch.answer_mask[mb].sum() if cfg.agg == "token_mean" else has_token.sum()
+
+        # Weights make the accumulated gradient equal to one pass over the whole minibatch: each micro-batch counts
+        # by its answer tokens (token_mean) or by its answers with at least one token (sequence means).
+        def units(mask: torch.Tensor) -> torch.Tensor:
+            return mask.sum() if cfg.agg == "token_mean" else mask.any(-1).sum()
+
+        total = units(batch.answer_mask[mb])
         finite = True
         for part in mb.split(cfg.micro_batch_size):
             sub = batch.rows(part)
@@ -108,7 +112,7 @@ class Learner:
                 kl = losses.aggregate(losses.kl_penalty(logp, ref, cfg.kl_estimator, mask), mask, cfg.agg)
                 loss = loss + cfg.kl_coef * kl
                 stats.setdefault("kl", []).append(kl.item())
-            weight = (mask.sum() if cfg.agg == "token_mean" else mask.any(-1).sum()) / total.clamp_min(1)
+            weight = units(mask) / total.clamp_min(1)
             if not torch.isfinite(loss):
                 finite = False
                 break
