@@ -79,3 +79,13 @@ def test_every_field_has_help():
     assert len(rows) > 10
     assert all(help_text for _, _, help_text in rows)
     assert yaml.safe_load(dump_yaml(Config()))["discussion"]["num_agents"] == 3
+
+
+@pytest.mark.parametrize("name", ["paper_gsm8k", "paper_anli"])
+def test_paper_configs_validate(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml")
+    assert cfg.algo.name == "ppo" and cfg.discussion.num_agents == 2 and cfg.discussion.turns == 3
+    assert cfg.reward.gamma == 0.3 and cfg.algo.lora_rank == 8 and cfg.generation.temperature == 0.7
+    assert cfg.task.name == name.removeprefix("paper_")

@@ -173,7 +173,7 @@ def test_unknown_task_suggests_close_name():
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("name", ["nope", "", "jsonl:", "csv:data.csv", "gsm8k"])
+@pytest.mark.parametrize("name", ["nope", "", "jsonl:", "csv:data.csv", "gsm8k:", "anli:", "gsm_symbolic:x"])
 def test_unknown_or_incomplete_task_names_raise_usage_error(name):
     with pytest.raises(UsageError, match="unknown task"):
         get_task(name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from maporl import faults
 from maporl.config import DiscussionConfig
 from maporl.generation import Generator, GenRequest
 from maporl.prompts import discussion_prompt, first_turn_prompt, peers_of
@@ -41,13 +42,14 @@ def run(
     for t in range(cfg.turns):
         requests = []
         for b, problem in enumerate(problems):
+            question = task.render_question(problem)
             for i in range(n):
                 if t == 0:
-                    messages = first_turn_prompt(problem.question)
+                    messages = first_turn_prompt(question)
                 else:
                     prev = history[b][t - 1]
                     shown = [(j, prev[j].parsed) for j in peers_of(i, n, cfg.peers_shown)]
-                    messages = discussion_prompt(problem.question, prev[i].parsed, shown)
+                    messages = discussion_prompt(question, prev[i].parsed, shown)
                 requests.append(GenRequest(messages, i, sample_seed(seed, step, first_index + b, i, t)))
         texts = generator.generate(requests)
         for b in range(len(problems)):
@@ -58,4 +60,5 @@ def run(
                     Answer(agent=i, turn=t, prompt=r.messages, response=text, parsed=task.extract_answer(text))
                 )
             history[b].append(tuple(turn))
+        faults.point("generation")
     return [Transcript(problem=p, answers=tuple(h)) for p, h in zip(problems, history, strict=True)]

@@ -24,6 +24,7 @@ _ANSWER_PATTERNS = (
     re.compile(r"####\s*" + _NUM),
     re.compile(r"\\boxed\{\s*" + _NUM + r"\s*\}"),
 )
+_LABEL_RE = re.compile(r"answer is\s*:?\s*[*\"'`]*([A-Za-z]+)", re.IGNORECASE)
 EVAL_FRACTION_PER_1000 = 200  # 20% of the problem space is held out for evaluation
 
 
@@ -68,6 +69,19 @@ def extract_number_answer(text: str) -> str | None:
     return None
 
 
+def extract_label_answer(text: str, labels: tuple[str, ...]) -> str | None:
+    """The label after the last 'The answer is' in the text (case-insensitive), if it is one of `labels`."""
+    matches = _LABEL_RE.findall(text[-_TAIL_CHARS:])
+    if not matches:
+        return None
+    word = matches[-1].lower()
+    return word if word in labels else None
+
+
+ANLI_LABELS = ("entailment", "neutral", "contradiction")  # index = the Hugging Face facebook/anli label id
+NUMERIC_INSTRUCTION = "Solve it step by step, then end with 'The answer is N' where N is a number."
+
+
 class Task(ABC):
     """A family of problems. Subclasses implement `_candidates`/`sample` and may override extraction."""
 
@@ -76,6 +90,10 @@ class Task(ABC):
     @abstractmethod
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
         """`n` problems of `split`, the same for the same seed."""
+
+    def render_question(self, problem: Problem) -> str:
+        """The question as the agents see it (tasks for real models add a format instruction here)."""
+        return problem.question
 
     def extract_answer(self, text: str) -> str | None:
         return extract_number_answer(text)
