@@ -284,3 +284,65 @@ def test_discussion_prompt_short_answers_verbatim():
     content = discussion_prompt("Q?", "33", [(0, "34")])[0]["content"]
     assert content == "Q?\nYou said: 33\nAgent 1 said: 34\nAnswer again."
     assert discussion_prompt("Q?", None, [])[0]["content"] == "Q?\nYou said: no answer\nAnswer again."
+
+
+_hostile = st.one_of(
+    st.text(),
+    st.text(alphabet="<>/\"'&;(){}[]$`\\\x00\n", max_size=300),
+    st.sampled_from(["__import__('os').system('touch /tmp/pwned')", "</script><script>alert(1)</script>", "\u202e"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=500), st.one_of(st.none(), _hostile), st.lists(st.one_of(st.none(), _hostile), max_size=5))
+def test_discussion_prompt_never_raises_and_stays_bounded(question, own, peer_answers):
+    messages = discussion_prompt(question, own, list(enumerate(peer_answers)))
+    content = messages[0]["content"]
+    assert content.startswith(question) and content.endswith("Answer again.")
+    assert len(content) <= len(question) + 100 * (len(peer_answers) + 1) + 50
+
+
+@settings(max_examples=200, deadline=None)
+@given(_hostile)
+def test_label_parser_never_raises(text):
+    from maporl.tasks.base import ANLI_LABELS, extract_label_answer
+
+    assert extract_label_answer(text, ANLI_LABELS) in (None, *ANLI_LABELS)
+    assert extract_label_answer(text + " The answer is Neutral.", ANLI_LABELS) == "neutral"
+
+
+def test_megabyte_hostile_text_is_parsed_in_bounded_time():
+    from maporl.tasks.base import ANLI_LABELS, extract_label_answer
+
+    text = ("The answer is " + "9" * 40 + " (") * (MB // 56) + "answer is" * 1000
+    start = time.perf_counter()
+    for _ in range(5):
+        assert extract_number_answer(text) is None
+        assert extract_label_answer(text, ANLI_LABELS) is None
+    assert time.perf_counter() - start < 2.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(_hostile)
+def test_report_page_never_contains_raw_model_text(tmp_path_factory, text):
+    import json
+
+    from maporl.report import write_report
+
+    run = tmp_path_factory.mktemp("r")
+    tr = {
+        "problem": {"id": "p", "question": text, "answer": "1", "family": "t", "solution": None},
+        "answers": [[{"agent": 0, "turn": 0, "prompt": [], "response": text, "parsed": text[:5] or None}]],
+        "meta": {},
+    }
+    metrics = {
+        "num_problems": 1, "num_agents": 1, "num_turns": 1, "acc_per_turn": [0.0], "majority_per_turn": [0.0],
+        "acc_per_agent_turn": [[0.0]], "wrong_to_right": [], "right_to_wrong": [], "consensus_per_turn": [1.0],
+        "parse_rate": 1.0,
+    }  # fmt: skip
+    (run / "eval.json").write_text(json.dumps(metrics))
+    (run / "eval_transcripts.jsonl").write_text(json.dumps(tr) + "\n")
+    page = write_report(run).read_text()
+    body = page.split('<script id="data" type="application/json">')[1].split("</script>")[0]
+    assert "</" not in body  # the embedded JSON cannot close its script tag
+    assert json.loads(body)[0]["question"] == text

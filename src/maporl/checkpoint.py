@@ -1,15 +1,19 @@
 """Checkpoints: every agent's adapter and value head, the optimizer, scheduler and RNG states, written atomically.
 
-A checkpoint directory is written under a temporary name, fsynced, then renamed; `checkpoints/latest` names the
-newest complete one. `resolve` turns whatever a user passes to --checkpoint into (run config, checkpoint, model).
+A checkpoint directory is written under a temporary name, fsynced, then renamed; its state.json lists every file
+with its size and sha256, so a truncated or damaged checkpoint is detected and the previous good one is used (with a
+warning). `checkpoints/latest` names the newest one; only `keep_last` are kept. `resolve` turns whatever a user
+passes to --checkpoint into (run config, checkpoint, model).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from maporl import faults
 from maporl.config import read_yaml
 from maporl.errors import UsageError
 from maporl.policy import Policy
@@ -30,7 +35,23 @@ def _adapters(policy: Policy):
             yield slot.model_key, slot.adapter
 
 
-def save_checkpoint(run_dir: Path, step: int, policy: Policy, learner, extra: dict) -> Path:
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: Path, step: int, policy: Policy, learner, extra: dict, keep_last: int = 0) -> Path:
     root = run_dir / "checkpoints"
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp_step_{step:06d}"
@@ -39,6 +60,7 @@ def save_checkpoint(run_dir: Path, step: int, policy: Policy, learner, extra: di
     for key, name in _adapters(policy):
         state = get_peft_model_state_dict(policy.team.models[key], adapter_name=name)
         save_file({k: v.contiguous() for k, v in state.items()}, tmp / f"adapter_{name}.safetensors")
+    faults.point("checkpoint")
     if policy.value_heads is not None:
         torch.save(policy.value_heads.state_dict(), tmp / "value_heads.pt")
     torch.save(
@@ -46,27 +68,58 @@ def save_checkpoint(run_dir: Path, step: int, policy: Policy, learner, extra: di
             "optimizer": learner.optimizer.state_dict(),
             "scheduler": learner.scheduler.state_dict(),
             "learner_rng": learner.generator.get_state(),
+            "consecutive_nonfinite": learner.consecutive_nonfinite,
             "python_rng": random.getstate(),
             "numpy_rng": np.random.get_state(),
             "torch_rng": torch.get_rng_state(),
         },
         tmp / "trainer_state.pt",
     )
-    (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2) + "\n")
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
+    (tmp / "state.json").write_text(json.dumps({"step": step, **extra, "files": files}, indent=2) + "\n")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
+    _fsync_dir(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     (root / "latest.tmp").write_text(final.name + "\n")
     os.replace(root / "latest.tmp", root / "latest")
+    _fsync_dir(root)
+    if keep_last > 0:
+        for old in _step_dirs(run_dir)[keep_last:]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def verify(ckpt: Path) -> str | None:
+    """None when every file listed in state.json is present with its size and hash, else what is wrong."""
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+        files = state.get("files", {})  # checkpoints from before the manifest list nothing to check
+        int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "state.json is missing or unreadable"
+    for name, meta in files.items():
+        f = ckpt / name
+        if not f.is_file() or f.stat().st_size != meta["bytes"] or _sha256(f) != meta["sha256"]:
+            return f"{name} is missing or damaged"
+    return None
+
+
+def _step_dirs(run_dir: Path) -> list[Path]:
+    """Complete-looking checkpoint directories, newest first (temporary ones never match)."""
+    root = run_dir / "checkpoints"
+    return sorted(root.glob("step_*"), reverse=True) if root.is_dir() else []
 
 
 def load_weights(ckpt: Path, policy: Policy) -> None:
     """Load adapters (and value heads) into a team built with the run's config."""
     for key, name in _adapters(policy):
         path = ckpt / f"adapter_{name}.safetensors"
+        saved = sorted(ckpt.glob("adapter_*.safetensors"))
+        if not path.is_file() and name == "shared" and len(saved) == 1:
+            path = saved[0]  # one agent trained alone, copied into every seat (the single-agent-RL baseline)
         if not path.is_file():
             raise UsageError(f"checkpoint {ckpt} has no adapter '{name}'; use the run's discussion.adapters layout")
         set_peft_model_state_dict(policy.team.models[key], load_file(path), adapter_name=name)
@@ -88,6 +141,7 @@ def load_trainer_state(ckpt: Path, learner) -> int:
     learner.optimizer.load_state_dict(state["optimizer"])
     learner.scheduler.load_state_dict(state["scheduler"])
     learner.generator.set_state(state["learner_rng"])
+    learner.consecutive_nonfinite = state.get("consecutive_nonfinite", 0)
     random.setstate(state["python_rng"])
     np.random.set_state(state["numpy_rng"])
     torch.set_rng_state(state["torch_rng"])
@@ -95,11 +149,13 @@ def load_trainer_state(ckpt: Path, learner) -> int:
 
 
 def latest(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
-    return ckpt if (ckpt / "state.json").is_file() else None
+    """The newest checkpoint that verifies; damaged newer ones are skipped with a warning on stderr."""
+    for ckpt in _step_dirs(run_dir):
+        problem = verify(ckpt)
+        if problem is None:
+            return ckpt
+        print(f"maporl: warning: skipping damaged checkpoint {ckpt} ({problem}); trying an older one", file=sys.stderr)
+    return None
 
 
 def resolve(path: str) -> tuple[dict | None, Path | None, str | None]:
@@ -109,6 +165,8 @@ def resolve(path: str) -> tuple[dict | None, Path | None, str | None]:
     """
     p = Path(path).expanduser()
     if (p / "state.json").is_file():
+        if problem := verify(p):
+            raise UsageError(f"checkpoint {p} is damaged ({problem}); pass its run directory to use an older one")
         return read_yaml(p.parent.parent / "config.yaml"), p, None
     if (p / "config.yaml").is_file() and (p / "checkpoints").is_dir():
         ckpt = latest(p)

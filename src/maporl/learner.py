@@ -7,12 +7,12 @@ per-agent gradient clipping, and a non-finite guard that skips an agent's update
 
 from __future__ import annotations
 
-import math
+import sys
 
 import torch
 
 from maporl import advantages as adv
-from maporl import losses
+from maporl import faults, losses
 from maporl.config import AlgoConfig
 from maporl.policy import EpisodeBatch, Policy
 
@@ -22,12 +22,15 @@ class Learner:
         self.policy, self.cfg, self.agents = policy, cfg, trained_agents
         # Agents that share an adapter (layout 'shared') are one parameter group: clip and guard it once.
         groups: dict[int, list[torch.nn.Parameter]] = {}
-        seen: set[int] = set()
+        owner_of_param: dict[int, int] = {}
+        self.owner: dict[int, int] = {}  # agent -> the group holding its parameters
         for a in trained_agents:
-            params = [p for p in policy.agent_parameters(a) if id(p) not in seen]
-            seen.update(id(p) for p in params)
+            all_params = list(policy.agent_parameters(a))
+            params = [p for p in all_params if id(p) not in owner_of_param]
+            owner_of_param.update((id(p), a) for p in params)
             if params:
                 groups[a] = params
+            self.owner[a] = owner_of_param[id(all_params[0])] if all_params else a
         self.groups = groups
         self.optimizer = torch.optim.AdamW([p for ps in groups.values() for p in ps], lr=cfg.lr, weight_decay=0.0)
         updates = max(1, total_steps * cfg.epochs * cfg.minibatches)
@@ -52,6 +55,18 @@ class Learner:
     def update(self, batch: EpisodeBatch, episode_advantages: torch.Tensor | None) -> dict[str, float]:
         """PPO (episode_advantages None: GAE on value heads) or group-relative (one advantage per episode)."""
         cfg, ppo = self.cfg, episode_advantages is None
+        # A non-finite reward or advantage (e.g. a broken verifier) takes that agent out of this step's update.
+        bad_rows = ~torch.isfinite(batch.reward)
+        if episode_advantages is not None:
+            bad_rows |= ~torch.isfinite(episode_advantages)
+        bad = {self.owner.get(int(a), int(a)) for a in batch.agent[bad_rows].tolist()}
+        if bad:
+            keep = torch.tensor([self.owner.get(int(a), int(a)) not in bad for a in batch.agent.tolist()])
+            batch = batch.rows(keep.nonzero().squeeze(1))
+            episode_advantages = None if episode_advantages is None else episode_advantages[keep]
+        self.skip = set(bad)
+        if len(batch.agent) == 0:
+            return self._skipped_step()
         mask = batch.answer_mask
         # One pass over the data with a single minibatch: the old policy is the current one, its log-probs are the
         # detached log-probs of that pass, so the extra forward is skipped.
@@ -67,6 +82,7 @@ class Learner:
             advantages, returns = episode_advantages[:, None].expand_as(mask).clone(), None
 
         stats: dict[str, list[float]] = {}
+        self.step_had_nonfinite = bool(self.skip)
         n = len(batch.agent)
         for _ in range(cfg.epochs):
             order = torch.randperm(n, generator=self.generator)
@@ -74,7 +90,13 @@ class Learner:
                 self._minibatch(batch, mb, old_logp, old_values, ref_logp, advantages, returns, stats)
         out = {k: sum(v) / len(v) for k, v in stats.items() if v}
         out["lr"] = self.scheduler.get_last_lr()[0]
+        self.consecutive_nonfinite = self.consecutive_nonfinite + 1 if self.step_had_nonfinite else 0
         return out
+
+    def _skipped_step(self) -> dict[str, float]:
+        self.consecutive_nonfinite += 1
+        self.scheduler.step()  # keep the schedule aligned with the step count
+        return {"nonfinite_updates": float(len(self.skip)), "lr": self.scheduler.get_last_lr()[0]}
 
     def _minibatch(self, batch, mb, old_logp, old_values, ref_logp, advantages, returns, stats) -> None:
         cfg, ppo = self.cfg, returns is not None
@@ -85,52 +107,61 @@ class Learner:
         def units(mask: torch.Tensor) -> torch.Tensor:
             return mask.sum() if cfg.agg == "token_mean" else mask.any(-1).sum()
 
-        total = units(batch.answer_mask[mb])
-        finite = True
+        total = units(batch.answer_mask[mb]).clamp_min(1)
+        skip = set(self.skip)
+        # Micro-batches of similar lengths: each is trimmed to its longest row, so sorting cuts the padding that
+        # would otherwise be computed (the accumulated gradient is the same sum in any order).
+        mb = mb[torch.argsort(batch.attention_mask[mb].sum(1), stable=True)]
         for part in mb.split(cfg.micro_batch_size):
             sub = batch.rows(part)
-            logp, values = self.policy.forward(sub, with_values=ppo)
+            logp, values = self.policy.forward(sub, with_values=ppo)  # one mixed-adapter forward for all agents
             width = logp.shape[1]
-            mask = sub.answer_mask
-            a = _cut(advantages[part], width)
-            old = logp.detach() if old_logp is None else _cut(old_logp[part], width)
-            pl, pstats = losses.policy_loss(logp, old, a, mask, cfg.clip_eps, cfg.agg)
-            loss = pl
-            if ppo:
-                vl = losses.value_loss(
-                    values,
-                    _cut(old_values[part], width),
-                    _cut(returns[part], width),
-                    mask,
-                    cfg.value_clip_eps,
-                    cfg.agg,
-                )
-                loss = loss + cfg.vf_coef * vl
-                stats.setdefault("loss/value", []).append(vl.item())
-            elif ref_logp is not None:
-                ref = _cut(ref_logp[part], width)
-                kl = losses.aggregate(losses.kl_penalty(logp, ref, cfg.kl_estimator, mask), mask, cfg.agg)
-                loss = loss + cfg.kl_coef * kl
-                stats.setdefault("kl", []).append(kl.item())
-            weight = units(mask) / total.clamp_min(1)
-            if not torch.isfinite(loss):
-                finite = False
-                break
-            (loss * weight).backward()
-            stats.setdefault("loss/policy", []).append(pl.item())
-            for k, v in pstats.items():
-                stats.setdefault(k, []).append(float(v))
-        skipped = 0
+            owners = torch.tensor([self.owner.get(int(a), int(a)) for a in sub.agent.tolist()])
+            loss_sum = None
+            # The loss is a sum over agents' rows, so it is built per agent: a non-finite part skips only that agent.
+            for agent in owners.unique().tolist():
+                if agent in skip:
+                    continue
+                rows = (owners == agent).nonzero().squeeze(1)
+                mask = sub.answer_mask[rows]
+                lp = logp[rows]
+                a = _cut(advantages[part], width)[rows]
+                old = lp.detach() if old_logp is None else _cut(old_logp[part], width)[rows]
+                pl, pstats = losses.policy_loss(lp, old, a, mask, cfg.clip_eps, cfg.agg)
+                loss, extra = pl, {}
+                if ppo:
+                    old_v, ret = _cut(old_values[part], width)[rows], _cut(returns[part], width)[rows]
+                    vl = losses.value_loss(values[rows], old_v, ret, mask, cfg.value_clip_eps, cfg.agg)
+                    loss, extra = loss + cfg.vf_coef * vl, {"loss/value": vl.item()}
+                elif ref_logp is not None:
+                    ref = _cut(ref_logp[part], width)[rows]
+                    kl = losses.aggregate(losses.kl_penalty(lp, ref, cfg.kl_estimator, mask), mask, cfg.agg)
+                    loss, extra = loss + cfg.kl_coef * kl, {"kl": kl.item()}
+                if not torch.isfinite(loss):
+                    skip.add(agent)
+                    continue
+                weighted = loss * units(mask) / total
+                loss_sum = weighted if loss_sum is None else loss_sum + weighted
+                for k, v in {"loss/policy": pl.item(), **extra, **pstats}.items():
+                    stats.setdefault(k, []).append(float(v))
+            if loss_sum is not None:
+                loss_sum.backward()
         for agent, params in self.groups.items():
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if finite else torch.tensor(math.nan)
-            if not torch.isfinite(norm):
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if agent not in skip else None
+            if norm is None or not torch.isfinite(norm):
                 for p in params:  # skip this agent's update rather than corrupt its adapter
                     p.grad = None
-                skipped += 1
+                skip.add(agent)
             else:
                 stats.setdefault(f"grad_norm/agent{agent}", []).append(norm.item())
-        stats.setdefault("nonfinite_updates", []).append(float(skipped))
-        self.consecutive_nonfinite = self.consecutive_nonfinite + 1 if skipped else 0
+        for agent in self.groups:
+            stats.setdefault(f"nonfinite/agent{agent}", []).append(float(agent in skip))
+        stats.setdefault("nonfinite_updates", []).append(float(len(skip & set(self.groups))))
+        if skip & set(self.groups):
+            names = ", ".join(str(a) for a in sorted(skip & set(self.groups)))
+            print(f"maporl: warning: non-finite loss, gradient or reward; skipped agent(s) {names}", file=sys.stderr)
+            self.step_had_nonfinite = True
+        faults.point("update")
         self.optimizer.step()
         self.scheduler.step()
 
