@@ -1,0 +1,153 @@
+"""`maporl reproduce`: the paper's comparison in one command, with one budget per trained method.
+
+Methods (each trained for the same wall-clock budget on the training task, then evaluated as a team of N agents x
+T turns on the same held-out problems of the training task and of a transfer task):
+- untrained: the base team;
+- single_agent_rl: one agent trained alone on turn-0 answers with the same RL algorithm, copied into every seat;
+- sft_traces: naive SFT on the base team's discussions whose final answers are all correct (sft.py);
+- maporl: co-training with the MAPoRL reward (the config as given);
+- maporl_no_incentives: the same with corrective/persuasive weights 0.
+Writes results.json, results.md, plots and report.html.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from maporl.config import Config, dump_yaml, load_config
+
+METHODS = ("untrained", "single_agent_rl", "sft_traces", "maporl", "maporl_no_incentives")
+TRAINING_OVERRIDES = {
+    "single_agent_rl": ["discussion.num_agents=1", "discussion.turns=1"],
+    "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
+}
+
+
+def _evaluate(cfg: Config, ckpt: Path | None, task_name: str, out: Path) -> dict:
+    from maporl import checkpoint
+    from maporl.evaluate import evaluate_team
+    from maporl.rundir import write_transcripts
+    from maporl.tasks import get_task
+    from maporl.team import build_generator
+
+    cfg = load_config(None, [f"task.name={task_name}"], base=_as_dict(cfg))
+    team = checkpoint.load_team(cfg, ckpt) if ckpt else None
+    metrics, transcripts = evaluate_team(cfg, get_task(task_name), build_generator(cfg, team), quiet=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_transcripts(out / "transcripts.jsonl", transcripts)
+    return metrics
+
+
+def _as_dict(cfg: Config) -> dict:
+    import yaml
+
+    return yaml.safe_load(dump_yaml(cfg))
+
+
+def _train(method: str, cfg: Config, run_dir: Path, quiet: bool) -> tuple[Path, Config]:
+    """Train one method; returns its checkpoint and the team config to evaluate it with."""
+    from maporl import trainer
+    from maporl.sft import train_sft
+
+    train_cfg = load_config(None, TRAINING_OVERRIDES.get(method, []), base=_as_dict(cfg))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(train_cfg))
+    if method == "sft_traces":
+        result = train_sft(train_cfg, run_dir, quiet=quiet)
+    else:
+        result = trainer.train(train_cfg, run_dir, quiet=quiet, final_eval=False)
+    team_cfg = cfg
+    if method == "single_agent_rl":  # the lone agent's adapter in every seat
+        team_cfg = load_config(None, ["discussion.adapters=shared"], base=_as_dict(cfg))
+    return result["checkpoint"], team_cfg
+
+
+def summarize(per_seed: dict[str, list[dict]]) -> dict:
+    """Mean and std over seeds of every per-turn metric list."""
+    out = {}
+    for key in ("acc_per_turn", "majority_per_turn", "wrong_to_right", "right_to_wrong"):
+        columns = list(zip(*[m[key] for m in per_seed], strict=True))
+        out[key.replace("_per_turn", "") + "_mean"] = [statistics.mean(c) for c in columns]
+        out[key.replace("_per_turn", "") + "_std"] = [statistics.pstdev(c) for c in columns]
+    return out
+
+
+def results_markdown(results: dict) -> str:
+    lines = []
+    for task_key in ("train_task", "transfer_task"):
+        turns = len(next(iter(results["methods"].values()))[task_key]["acc_mean"])
+        lines.append(f"### {results[task_key]} ({task_key.replace('_', ' ')})\n")
+        head = "| method | " + " | ".join(f"turn {t}" for t in range(turns)) + " | final − turn 0 | majority (final) |"
+        head += " wrong→right | right→wrong |"
+        lines += [head, "|---" * (turns + 5) + "|"]
+        for method, m in results["methods"].items():
+            s = m[task_key]
+            cells = [f"{100 * a:.1f} ± {100 * d:.1f}" for a, d in zip(s["acc_mean"], s["acc_std"], strict=True)]
+            gain = 100 * (s["acc_mean"][-1] - s["acc_mean"][0])
+            w2r, r2w = sum(s["wrong_to_right_mean"]), sum(s["right_to_wrong_mean"])
+            lines.append(
+                f"| {method} | " + " | ".join(cells) + f" | {gain:+.1f} | {100 * s['majority_mean'][-1]:.1f} | "
+                f"{100 * w2r:.1f} | {100 * r2w:.1f} |"
+            )
+        lines.append("")
+    lines.append(
+        f"Seeds {results['seeds']}; {results['budget_min']} min of training per method; "
+        f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
+        "share of answers over all turn pairs)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def reproduce(
+    out: Path,
+    budget_min: float,
+    task: str,
+    transfer_task: str,
+    seeds: list[int],
+    overrides: list[str],
+    methods: tuple[str, ...] = METHODS,
+    quiet: bool = False,
+    config_path: str | None = None,
+) -> dict:
+    from maporl.report import write_report
+
+    base = load_config(
+        None, [*overrides, f"task.name={task}", f"train.minutes={budget_min}", "train.max_steps=100000"]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_yaml(base))
+    started = time.time()
+    scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
+    for seed in seeds:
+        cfg = load_config(None, [f"seed={seed}"], base=_as_dict(base))
+        for method in methods:
+            run = out / method / f"seed{seed}"
+            if method == "untrained":
+                ckpt, team_cfg = None, cfg
+            else:
+                if not quiet:
+                    print(f"[{(time.time() - started) / 60:.1f} min] seed {seed}: training {method}")
+                ckpt, team_cfg = _train(method, cfg, run, quiet)
+            for key, name in (("train_task", task), ("transfer_task", transfer_task)):
+                m = _evaluate(team_cfg, ckpt, name, run / f"eval_{key}")
+                scores[method][key].append(m)
+                if not quiet:
+                    accs = " / ".join(f"{100 * a:.1f}" for a in m["acc_per_turn"])
+                    print(f"  {method:<22} {name:<14} {accs}")
+    results = {
+        "train_task": task,
+        "transfer_task": transfer_task,
+        "seeds": seeds,
+        "budget_min": budget_min,
+        "eval_problems": base.eval.num_problems,
+        "minutes": round((time.time() - started) / 60, 1),
+        "methods": {m: {k: summarize(v) for k, v in s.items()} for m, s in scores.items()},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(results))
+    write_report(out)
+    return results

@@ -1,0 +1,173 @@
+"""report.html (plots, config, metrics, transcript browser), the SFT baseline, the single-agent seat copy and
+`maporl reproduce` end to end on a random tiny model."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+import torch
+import yaml
+
+from maporl import sft
+from maporl.cli import main
+from maporl.report import markdown_to_html, write_report
+from maporl.tasks import get_task
+
+HOSTILE = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def transcript(answers, truth="5", question="What is 2+3?"):
+    return {
+        "problem": {"id": "p", "question": question, "answer": truth, "family": "t", "solution": None},
+        "answers": [
+            [
+                {"agent": i, "turn": t, "prompt": [], "response": f"reply {HOSTILE}", "parsed": a}
+                for i, a in enumerate(turn)
+            ]
+            for t, turn in enumerate(answers)
+        ],
+        "meta": {},
+    }
+
+
+def fake_run(path):
+    rows = [
+        {"step": s, "time/step": 1.0, "reward/mean": 0.1 * s, "loss/policy": -0.01 * s}
+        | {f"train/acc/turn{t}": 0.3 + 0.01 * s + 0.02 * t for t in range(2)}
+        for s in range(1, 21)
+    ]
+    rows.append({"step": 20} | {f"eval/acc/turn{t}": 0.5 + 0.1 * t for t in range(2)})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 21, "trunc')
+    metrics = {
+        "num_problems": 3,
+        "num_agents": 2,
+        "num_turns": 2,
+        "acc_per_turn": [0.5, 0.66],
+        "majority_per_turn": [0.33, 0.66],
+        "acc_per_agent_turn": [[0.33, 0.66], [0.66, 0.66]],
+        "wrong_to_right": [0.33],
+        "right_to_wrong": [0.16],
+        "consensus_per_turn": [0.33, 1.0],
+        "parse_rate": 1.0,
+    }
+    (path / "eval.json").write_text(json.dumps(metrics))
+    trs = [
+        transcript([["4", "5"], ["5", "5"]]),  # wrong -> right, final all right
+        transcript([["5", "5"], ["5", "6"]]),  # right -> wrong, final mixed
+        transcript([[None, "7"], ["7", "7"]]),  # final all wrong
+    ]
+    (path / "eval_transcripts.jsonl").write_text("".join(json.dumps(t) + "\n" for t in trs))
+    (path / "config.yaml").write_text("seed: 0\nrun_name: <b>bold</b>\n")
+
+
+def embedded_data(page: str) -> list[dict]:
+    m = re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S)
+    return json.loads(m.group(1))
+
+
+def test_report_is_self_contained_and_escapes_model_text(tmp_path):
+    fake_run(tmp_path)
+    page_path = write_report(tmp_path)
+    page = page_path.read_text()
+    assert page_path == tmp_path / "report.html"
+    for png in ("accuracy.png", "reward_loss.png", "eval.png"):
+        data = (tmp_path / "plots" / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and base64.b64encode(data).decode() in page
+    assert "http://" not in page and "https://" not in page  # nothing to fetch: renders offline
+    assert HOSTILE not in page and "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    data = embedded_data(page)
+    assert [t["tags"] for t in data] == [
+        ["wrong→right", "final all right"],
+        ["right→wrong", "final mixed"],
+        ["final all wrong"],
+    ]
+    assert data[0]["turns"][0][0]["text"].endswith(HOSTILE)  # kept verbatim as data, shown with textContent
+    assert "innerHTML" not in page
+    assert "<td>66.0%</td>" in page  # the metrics table
+
+
+def test_report_of_nothing_is_a_usage_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_markdown_tables_become_html():
+    out = markdown_to_html("### A <x>\n\n| m | t0 |\n|---|---|\n| a | 1.0 |\n\nnote")
+    assert "<h3>A &lt;x&gt;</h3>" in out and "<th>m</th>" in out and "<td>1.0</td>" in out and "<p>note</p>" in out
+
+
+class AlwaysRight:
+    """The real task's sampling and prompts, but every answer counts as correct (a random model is never right)."""
+
+    def __init__(self, name):
+        self.task = get_task(name)
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def is_correct(self, predicted, problem):
+        return True
+
+
+def test_sft_baseline_trains_on_kept_traces(monkeypatch, tmp_path, tiny_model_dir):
+    from test_training import lora_state, tiny_cfg
+
+    from maporl.team import build_team
+
+    monkeypatch.setattr(sft, "get_task", AlwaysRight)
+    teams = []
+    real = sft.build_team
+
+    def capture(cfg, with_adapters):
+        teams.append(real(cfg, with_adapters))
+        return teams[-1]
+
+    monkeypatch.setattr(sft, "build_team", capture)
+    cfg = tiny_cfg(tiny_model_dir)
+    result = sft.train_sft(cfg, tmp_path, quiet=True)
+    fresh = build_team(cfg, with_adapters=True)
+    for agent in ("agent0", "agent1"):
+        before, after = lora_state(fresh, agent), lora_state(teams[0], agent)
+        assert any(not torch.equal(before[n], after[n]) for n in before)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["sft/kept_fraction"] for r in rows] == [1.0, 1.0] and result["steps"] == 2
+    assert (result["checkpoint"] / "adapter_agent0.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "rep"
+    argv = [
+        "reproduce",
+        "--quiet",
+        "--budget-min",
+        "0.02",
+        "--out",
+        str(out),
+        f"model.name_or_path={tiny_model_dir}",
+        "discussion.num_agents=2",
+        "discussion.turns=2",
+        "generation.max_new_tokens=6",
+        "train.problems_per_step=2",
+        "algo.rollouts_per_problem=2",
+        "eval.num_problems=3",
+    ]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    methods = ["untrained", "single_agent_rl", "sft_traces", "maporl", "maporl_no_incentives"]
+    assert list(results["methods"]) == methods
+    for m in methods:
+        for key in ("train_task", "transfer_task"):
+            assert len(results["methods"][m][key]["acc_mean"]) == 2
+    single = yaml.safe_load((out / "single_agent_rl" / "seed0" / "config.yaml").read_text())
+    assert single["discussion"]["num_agents"] == 1 and single["discussion"]["turns"] == 1  # trained alone, turn 0
+    assert (out / "single_agent_rl" / "seed0" / "eval_train_task" / "eval.json").is_file()
+    table = (out / "results.md").read_text()
+    assert all(f"| {m} |" in table for m in methods) and "arith_word" in table
+    page = (out / "report.html").read_text()
+    assert "methods_train_task.png" in " ".join(p.name for p in (out / "plots").iterdir())
+    assert "<table>" in page and "maporl_no_incentives" in page
+    assert main(argv) == 2 and "already holds results" in capsys.readouterr().err
