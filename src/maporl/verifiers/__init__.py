@@ -1,1 +1,27 @@
-"""Verifiers score every answer of every agent at every turn: a tensor (B, N, T) with values in [0, 1]."""
+"""Verifiers score every answer of every agent at every turn: a (B, N, T) tensor in [0, 1], whichever kind.
+
+- label: the task's ground-truth check (1.0 / 0.0);
+- model: a learned verifier directory (`maporl verifier train`), P(correct);
+- http: the same served by `maporl verifier serve` (client with timeouts and retries).
+"""
+
+from __future__ import annotations
+
+
+def build_verifier(cfg, task):
+    from maporl.errors import UsageError
+
+    v = cfg.verifier
+    if v.kind == "label":
+        from maporl.verifiers.label import LabelVerifier
+
+        return LabelVerifier(task)
+    if v.kind == "model":
+        if not v.path:
+            raise UsageError("verifier.kind=model needs verifier.path=DIR (a directory from `maporl verifier train`)")
+        from maporl.verifiers.model import ModelVerifier
+
+        return ModelVerifier(v.path, task, device=cfg.model.device)
+    from maporl.verifiers.server import HTTPVerifier
+
+    return HTTPVerifier(v.url, task, timeout=v.timeout)

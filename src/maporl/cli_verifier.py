@@ -1,0 +1,103 @@
+"""`maporl verifier …`: gen-data, balance, train, serve (the learned-verifier pipeline)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from maporl.errors import UsageError
+
+
+def add_parser(sub) -> None:
+    v = sub.add_parser("verifier", help="learned verifier: gen-data, balance, train, serve")
+    vs = v.add_subparsers(dest="verifier_command", metavar="SUBCOMMAND")
+    g = vs.add_parser("gen-data", help="roll out the team and label every (question, response) by ground truth")
+    g.add_argument("--out", required=True, help="output JSONL file")
+    g.add_argument("--checkpoint", help="a trained run/checkpoint or HF model dir (default: the shipped base)")
+    g.add_argument("--task", help="task (task.name; default arith_chain); problems come from its train split")
+    g.add_argument("--problems", type=int, default=2000, help="problems to discuss (default 2000)")
+    g.add_argument("--seed", type=int, default=0, help="picks the problems and sampling (default 0)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("overrides", nargs="*", metavar="section.key=value")
+    b = vs.add_parser("balance", help="deduplicate and balance classes per question")
+    b.add_argument("data", help="JSONL from gen-data")
+    b.add_argument("--out", required=True, help="output JSONL file")
+    b.add_argument("--seed", type=int, default=0)
+    t = vs.add_parser("train", help="train a P(correct) classifier; writes a HF directory and metrics.json")
+    t.add_argument("data", help="balanced JSONL")
+    t.add_argument("--out", required=True, help="output directory")
+    t.add_argument("--base", default="embedded", help="base model directory (default: the shipped tiny base)")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget for training (0: none)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true")
+    s = vs.add_parser("serve", help="serve a verifier over HTTP (FastAPI): POST /score, GET /health")
+    s.add_argument("--model", required=True, help="verifier directory from `maporl verifier train`")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> None:
+    command = getattr(args, "verifier_command", None)
+    if command == "gen-data":
+        return _gen_data(args)
+    if command == "balance":
+        from maporl.verifiers.data import balance, read_rows, write_rows
+
+        rows, counts = balance(read_rows(Path(args.data)), args.seed)
+        if not rows:
+            raise UsageError(f"no question in {args.data} has both correct and wrong responses; generate more data")
+        write_rows(Path(args.out), rows)
+        print(json.dumps(counts, indent=2))
+        print(f"wrote {counts['output']} rows ({counts['output_correct']} correct) to {args.out}")
+        return None
+    if command == "train":
+        from maporl.verifiers.data import read_rows
+        from maporl.verifiers.train import train_verifier
+
+        if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
+            raise UsageError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        rows = read_rows(Path(args.data))
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()):
+            raise UsageError(f"{out} is not empty; pass a new --out directory")
+        metrics = train_verifier(
+            rows, args.base, out, args.epochs, args.lr, args.batch_size, args.seed, args.minutes, args.quiet
+        )
+        print(json.dumps(metrics, indent=2))
+        print(f"wrote {out} (metrics.json, reliability.png)")
+        return None
+    if command == "serve":
+        from maporl.verifiers.server import serve
+
+        print(f"maporl verifier: serving {args.model} on http://{args.host}:{args.port} (POST /score, GET /health)")
+        serve(args.model, args.host, args.port, args.device)
+        return None
+    raise UsageError("choose a verifier subcommand: gen-data, balance, train or serve; see `maporl verifier --help`")
+
+
+def _gen_data(args: argparse.Namespace) -> None:
+    from maporl.cli import _team_config_and_generator
+    from maporl.discussion import run as discuss
+    from maporl.tasks import get_task
+    from maporl.utils import progress
+    from maporl.verifiers.data import label_rows, write_rows
+
+    if args.problems < 1:
+        raise UsageError("--problems must be >= 1")
+    args.num_agents = args.turns = args.config = None
+    cfg, generator = _team_config_and_generator(args)
+    task = get_task(cfg.task.name)
+    problems = task.sample(args.problems, seed=10_000 + args.seed, split="train")
+    rows = []
+    with progress(len(problems), "gen-data", quiet=args.quiet) as bar:
+        for start in range(0, len(problems), 128):
+            part = problems[start : start + 128]
+            rows += label_rows(discuss(part, task, generator, cfg.discussion, args.seed, 0, start), task)
+            bar.advance(f"{sum(r['label'] for r in rows) / len(rows):.0%} correct", n=len(part))
+    n = write_rows(Path(args.out), rows)
+    print(f"wrote {n} labelled responses ({sum(r['label'] for r in rows)} correct) to {args.out}")

@@ -1,0 +1,78 @@
+"""A learned verifier: P(correct | question, response) from a sequence classifier built on a chat base model.
+
+The classifier reads the chat-formatted question and the response (left-padded, so the last position is the last
+response token) and outputs one logit; P = sigmoid(logit / T), with the temperature T fitted on held-out data and
+stored in the model's config (`maporl_temperature`). Saved and loaded as a normal Hugging Face directory
+(AutoModelForSequenceClassification).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from maporl.errors import UsageError
+
+MAX_TOKENS = 512  # question + response; longer inputs keep their end (where the final answer is)
+
+
+def format_input(tokenizer, question: str, response: str) -> str:
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
+    return prompt + response
+
+
+def encode(tokenizer, pairs: Sequence[tuple[str, str]], device="cpu") -> dict[str, torch.Tensor]:
+    texts = [format_input(tokenizer, q, r) for q, r in pairs]
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    enc = tokenizer(
+        texts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_TOKENS, add_special_tokens=False
+    )
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+def logits_of(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One logit per row, read at the last position (left padding: the last real token)."""
+    out = model.base_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    hidden = out.last_hidden_state[:, -1]
+    return model.score(hidden).squeeze(-1).float()
+
+
+class ModelVerifier:
+    """Scores (B, N, T) in [0, 1] from a verifier directory written by `maporl verifier train`."""
+
+    def __init__(self, path: str | Path, task=None, device: str = "cpu", batch_size: int = 64):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path).expanduser()
+        if not (path / "config.json").is_file():
+            raise UsageError(
+                f"verifier directory {path} not found; train one with `maporl verifier train … --out DIR`"
+            )
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.temperature = float(getattr(self.model.config, "maporl_temperature", 1.0))
+        self.task, self.device, self.batch_size = task, device, batch_size
+
+    @torch.no_grad()
+    def probabilities(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        out: list[float] = []
+        for start in range(0, len(pairs), self.batch_size):
+            enc = encode(self.tokenizer, pairs[start : start + self.batch_size], self.device)
+            out += torch.sigmoid(logits_of(self.model, enc) / self.temperature).tolist()
+        return out
+
+    def score(self, transcripts) -> torch.Tensor:
+        if not transcripts:
+            return torch.zeros(0, 0, 0)
+        n, t = transcripts[0].num_agents, transcripts[0].num_turns
+        render = self.task.render_question if self.task is not None else (lambda p: p.question)
+        pairs = [
+            (render(tr.problem), tr.answers[k][i].response) for tr in transcripts for i in range(n) for k in range(t)
+        ]
+        return torch.tensor(self.probabilities(pairs)).reshape(len(transcripts), n, t)

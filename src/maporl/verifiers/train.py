@@ -1,0 +1,166 @@
+"""`maporl verifier train`: fine-tune a sequence classifier on balanced verifier data, calibrate, evaluate.
+
+Questions are split by a hash of their text: 80% train, 10% calibration (fits the temperature), 10% test (the
+reported metrics: accuracy at 0.5, ROC-AUC, expected calibration error over 10 bins, a reliability diagram).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from maporl.errors import UsageError
+from maporl.verifiers.model import encode, logits_of
+
+
+def part_of(question: str) -> str:
+    h = int.from_bytes(hashlib.sha256(("verifier/" + question).encode()).digest()[:4], "big") % 10
+    return "test" if h == 0 else "calib" if h == 1 else "train"
+
+
+def roc_auc(scores: list[float], labels: list[int]) -> float:
+    """Probability that a random positive outscores a random negative (ties count half), via ranks."""
+    pos = sum(labels)
+    neg = len(labels) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, y in zip(ranks, labels, strict=True) if y)
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def calibration_bins(probs: list[float], labels: list[int], bins: int = 10) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, count) per equal-width probability bin."""
+    out = []
+    for b in range(bins):
+        idx = [i for i, p in enumerate(probs) if b / bins <= p < (b + 1) / bins or (b == bins - 1 and p == 1.0)]
+        if idx:
+            out.append((sum(probs[i] for i in idx) / len(idx), sum(labels[i] for i in idx) / len(idx), len(idx)))
+    return out
+
+
+def ece(probs: list[float], labels: list[int], bins: int = 10) -> float:
+    n = len(probs)
+    return sum(c / n * abs(conf - acc) for conf, acc, c in calibration_bins(probs, labels, bins))
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The T > 0 minimising the binary cross-entropy of sigmoid(logit / T) (a 1-D search over log T)."""
+    best, best_loss = 1.0, math.inf
+    for log_t in torch.linspace(-2.5, 2.5, 201).tolist():
+        t = math.exp(log_t)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits / t, labels).item()
+        if loss < best_loss:
+            best, best_loss = t, loss
+    return best
+
+
+def reliability_plot(probs, labels, path: Path) -> None:
+    from maporl.report import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    pts = calibration_bins(probs, labels)
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+    ax.set(xlabel="predicted P(correct)", ylabel="observed accuracy", title="reliability (test split)")
+    _save(fig, path)
+
+
+def train_verifier(
+    rows: list[dict],
+    base: str,
+    out: Path,
+    epochs: int = 3,
+    lr: float = 3e-4,
+    batch_size: int = 32,
+    seed: int = 0,
+    minutes: float = 0.0,
+    quiet: bool = False,
+) -> dict:
+    from transformers import AutoModelForSequenceClassification
+
+    from maporl.models import load_tokenizer, resolve_model_dir
+    from maporl.utils import progress, seed_everything
+
+    seed_everything(seed)
+    parts: dict[str, list[dict]] = {"train": [], "calib": [], "test": []}
+    for row in rows:
+        parts[part_of(row["question"])].append(row)
+    if min(len(p) for p in parts.values()) < 2 or len({r["label"] for r in parts["test"]}) < 2:
+        raise UsageError("too little verifier data to split train/calibration/test; generate more with --problems")
+    path = resolve_model_dir(base)
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    torch.nn.init.zeros_(model.score.weight)  # start at P = 0.5 everywhere
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    rng = random.Random(seed)
+    train = parts["train"]
+    steps = epochs * math.ceil(len(train) / batch_size)
+    started, done = time.time(), 0
+    model.train()
+    with progress(steps, "verifier", quiet=quiet) as bar:
+        for _ in range(epochs):
+            order = rng.sample(train, len(train))
+            for start in range(0, len(order), batch_size):
+                if minutes and time.time() - started > 60 * minutes:
+                    break
+                chunk = order[start : start + batch_size]
+                enc = encode(tokenizer, [(r["question"], r["response"]) for r in chunk])
+                y = torch.tensor([float(r["label"]) for r in chunk])
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits_of(model, enc), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                done += 1
+                bar.advance(f"loss {loss.item():.3f}")
+    model.eval()
+
+    @torch.no_grad()
+    def all_logits(part: list[dict]) -> torch.Tensor:
+        out_logits = []
+        for start in range(0, len(part), 128):
+            chunk = part[start : start + 128]
+            out_logits.append(logits_of(model, encode(tokenizer, [(r["question"], r["response"]) for r in chunk])))
+        return torch.cat(out_logits)
+
+    calib_labels = torch.tensor([float(r["label"]) for r in parts["calib"]])
+    temperature = fit_temperature(all_logits(parts["calib"]), calib_labels)
+    test_labels = [int(r["label"]) for r in parts["test"]]
+    probs = torch.sigmoid(all_logits(parts["test"]) / temperature).tolist()
+    metrics = {
+        "accuracy": sum((p >= 0.5) == bool(y) for p, y in zip(probs, test_labels, strict=True)) / len(probs),
+        "roc_auc": roc_auc(probs, test_labels),
+        "ece": ece(probs, test_labels),
+        "num_eval": len(probs),
+        "num_train": len(train),
+        "num_calibration": len(parts["calib"]),
+        "temperature": temperature,
+        "steps": done,
+        "minutes": round((time.time() - started) / 60, 2),
+        "base": str(path),
+    }
+    model.config.maporl_temperature = temperature
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    reliability_plot(probs, test_labels, out / "reliability.png")
+    return metrics

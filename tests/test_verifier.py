@@ -1,0 +1,211 @@
+"""Learned verifier: data generation and balancing, metrics, training, scoring, the HTTP server and its client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+
+from maporl.cli import main
+from maporl.errors import UsageError
+from maporl.verifiers.data import balance, read_rows
+from maporl.verifiers.train import ece, fit_temperature, roc_auc
+
+
+def row(q, r, y):
+    return {"question": q, "response": r, "label": y}
+
+
+def test_balance_dedups_and_balances_per_question():
+    rows = [row("a", "x", 1), row("a", "x", 1), row("a", "y", 1), row("a", "z", 0)]  # a: 2 right (1 dup), 1 wrong
+    rows += [row("b", "p", 0), row("b", "q", 0), row("b", "r", 0), row("b", "s", 1), row("b", "t", 1)]
+    rows += [row("c", "u", 1)]  # one class only: dropped
+    out, counts = balance(rows, seed=0)
+    assert counts == {
+        "input": 10,
+        "input_correct": 6,
+        "duplicates_removed": 1,
+        "questions": 3,
+        "questions_kept": 2,
+        "output": 6,
+        "output_correct": 3,
+    }
+    per_q = {q: sorted(r["label"] for r in out if r["question"] == q) for q in "abc"}
+    assert per_q == {"a": [0, 1], "b": [0, 0, 1, 1], "c": []}
+    assert len({(r["question"], r["response"]) for r in out}) == len(out)
+    assert balance(rows, seed=0) == (out, counts)
+
+
+def test_metrics_by_hand():
+    assert roc_auc([0.9, 0.8, 0.3, 0.1], [1, 1, 0, 0]) == 1.0
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]) == 0.0
+    assert roc_auc([0.5, 0.5, 0.5, 0.5], [1, 0, 1, 0]) == 0.5
+    assert roc_auc([0.9, 0.4, 0.6, 0.1], [1, 1, 0, 0]) == 0.75  # pairs: (.9>.6 .9>.1 .4<.6 .4>.1) = 3/4
+    # Two bins: p=0.15 (2 answers, 1 right: |0.15-0.5|) and p=0.95 (2 answers, 2 right: |0.95-1|): (0.35+0.05)/2
+    assert ece([0.15, 0.15, 0.95, 0.95], [0, 1, 1, 1]) == pytest.approx(0.2)
+    logits, labels = torch.tensor([4.0, -4.0, 4.0, -4.0]), torch.tensor([1.0, 0.0, 0.0, 1.0])
+    assert fit_temperature(logits, labels) > 5  # confidently wrong half the time: flatten
+    assert fit_temperature(torch.tensor([0.1, -0.1] * 5), torch.tensor([1.0, 0.0] * 5)) < 0.2  # always right: sharpen
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{oops\n", "not valid JSON"),
+        ('{"question": "q", "response": "r"}\n', "needs 'question', 'response' and 'label'"),
+        ('{"question": "q", "response": "r", "label": 2}\n', "'label' must be 0 or 1"),
+        ("\n", "has no rows"),
+    ],
+)
+def test_bad_verifier_data(tmp_path, content, fragment):
+    path = tmp_path / "d.jsonl"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=fragment):
+        read_rows(path)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, tiny_model_dir):
+    """gen-data -> balance -> train on the random tiny model (labels forced to vary: a random model is never right)."""
+    d = tmp_path_factory.mktemp("verifier")
+    common = [f"model.name_or_path={tiny_model_dir}", "discussion.num_agents=2", "discussion.turns=2"]
+    assert main(["verifier", "gen-data", "--quiet", "--problems", "40", "--out", str(d / "raw.jsonl"), *common]) == 0
+    rows = [json.loads(line) for line in (d / "raw.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 * 2 * 2 and {r["turn"] for r in rows} == {0, 1}
+    # Make the label learnable from the text: responses that end with "!" are "correct".
+    for k, r in enumerate(rows):
+        r["label"] = k % 2
+        r["response"] = r["response"][:20] + ("!" if k % 2 else "?")
+    (d / "raw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["verifier", "balance", str(d / "raw.jsonl"), "--out", str(d / "bal.jsonl")]) == 0
+    argv = ["verifier", "train", str(d / "bal.jsonl"), "--out", str(d / "v"), "--base", str(tiny_model_dir)]
+    assert main([*argv, "--quiet", "--epochs", "4", "--lr", "3e-3", "--batch-size", "16"]) == 0
+    return d
+
+
+def test_trained_verifier_directory_and_metrics(pipeline):
+    from transformers import AutoModelForSequenceClassification
+
+    metrics = json.loads((pipeline / "v" / "metrics.json").read_text())
+    assert {"accuracy", "roc_auc", "ece", "num_eval"} <= metrics.keys() and metrics["num_eval"] > 0
+    assert metrics["roc_auc"] > 0.9  # the "!" rule is easy
+    assert (pipeline / "v" / "reliability.png").read_bytes().startswith(b"\x89PNG")
+    model = AutoModelForSequenceClassification.from_pretrained(pipeline / "v")
+    assert model.config.num_labels == 1 and model.config.maporl_temperature > 0
+
+
+def test_model_verifier_scores_shape_and_range(pipeline, tiny_model_dir):
+    from maporl.records import Answer, Problem, Transcript
+    from maporl.verifiers.model import ModelVerifier
+
+    v = ModelVerifier(pipeline / "v")
+    answers = tuple(
+        tuple(Answer(i, t, (), f"reply {i}{t}{'!' if i else '?'}", None) for i in range(3)) for t in range(2)
+    )
+    trs = [Transcript(Problem("p", "What is 1+1?", "2", "t"), answers)] * 2
+    scores = v.score(trs)
+    assert scores.shape == (2, 3, 2) and ((scores >= 0) & (scores <= 1)).all()
+    assert (scores[:, 1:] > scores[:, :1]).all()  # "!" answers score higher
+
+
+def test_training_with_a_model_verifier(pipeline, tiny_model_dir, tmp_path):
+    from test_training import tiny_cfg
+
+    from maporl import trainer
+
+    cfg = tiny_cfg(tiny_model_dir, "verifier.kind=model", f"verifier.path={pipeline / 'v'}", "train.max_steps=1")
+    result = trainer.train(cfg, tmp_path, quiet=True)
+    assert result["steps"] == 1
+    with pytest.raises(UsageError, match="verifier.path"):
+        trainer.train(tiny_cfg(tiny_model_dir, "verifier.kind=model"), tmp_path / "x", quiet=True)
+
+
+class FakeVerifier:
+    def probabilities(self, pairs):
+        return [min(1.0, len(r) / 100) for _, r in pairs]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    uvicorn = pytest.importorskip("uvicorn")
+    from maporl.verifiers.api import create_app
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(FakeVerifier()), host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(5)
+
+
+def post(url, body: bytes):
+    req = urllib.request.Request(url + "/score", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_server_scores_and_health(server):
+    with urllib.request.urlopen(server + "/health", timeout=10) as resp:
+        assert json.loads(resp.read())["status"] == "ok"
+    items = [{"question": "q", "response": "x" * 50}, {"question": "q", "response": ""}]
+    assert post(server, json.dumps({"items": items}).encode()) == (200, {"scores": [0.5, 0.0]})
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"{not json", 422, "JSON"),
+        (json.dumps({"items": [{"question": "q"}]}).encode(), 422, "response"),
+        (json.dumps({"items": []}).encode(), 422, "at least 1"),
+        (json.dumps({"items": [{"question": "q", "response": 5}]}).encode(), 422, "string"),
+        (json.dumps({"items": [{"question": "q", "response": "x" * 20_001}]}).encode(), 422, "at most 20000"),
+        (json.dumps({"items": [{"question": "q", "response": "r"}] * 257}).encode(), 413, "limit of 256"),
+    ],
+)
+def test_server_rejects_bad_requests(server, body, status, fragment):
+    code, payload = post(server, body)
+    assert code == status and fragment in json.dumps(payload)
+
+
+def test_server_rejects_an_oversized_body_from_its_header(server):
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("POST", "/score")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(50_000_000))  # announced, never sent: rejected before reading
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and "byte limit" in json.loads(resp.read())["detail"]
+
+
+def test_client_round_trip_and_server_down(server):
+    from maporl.verifiers.server import HTTPVerifier
+
+    assert HTTPVerifier(server).probabilities([("q", "x" * 10)] * 300) == [0.1] * 300  # split into 2 requests
+    down = HTTPVerifier(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.01, timeout=1)
+    start = time.time()
+    with pytest.raises(UsageError, match="unreachable after 2 tries.*maporl verifier serve"):
+        down.probabilities([("q", "r")])
+    assert time.time() - start < 5
