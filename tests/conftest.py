@@ -40,3 +40,34 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A Llama-architecture random model with its own (smaller) tokenizer and hidden size: for heterogeneous teams."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    rng = random.Random(1)
+    tasks = {n: ArithmeticTask(n) for n in ("arith_chain", "arith_long", "arith_word")}
+    corpus = []
+    for i in range(200):
+        prompt, target = sft_example(rng, tasks, i)
+        corpus.append(f"<|im_start|>user\n{prompt[-1]['content']}<|im_end|>\n<|im_start|>assistant\n{target}")
+    tokenizer = train_tokenizer(corpus, 330)
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

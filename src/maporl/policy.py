@@ -45,23 +45,27 @@ class EpisodeBatch:
 
 
 def encode_episodes(
-    tokenizer, transcripts: Sequence[Transcript], episodes: Sequence[tuple[int, int, int]], rewards: torch.Tensor
+    tokenizers, transcripts: Sequence[Transcript], episodes: Sequence[tuple[int, int, int]], rewards: torch.Tensor
 ) -> EpisodeBatch:
     """Tokenise (problem b, agent i, turn t) episodes: the prompt the agent saw, then its answer and end-of-turn.
+
+    `tokenizers`: one tokenizer for every agent, or a list indexed by agent (heterogeneous teams).
 
     The answer is re-tokenised from its text; old log-probabilities are computed on the same tokens, so the
     update stays consistent with itself.
     """
-    rows, answer_lens = [], []
+    rows, answer_lens, pads = [], [], []
     for b, i, t in episodes:
+        tokenizer = tokenizers[i] if isinstance(tokenizers, (list, tuple)) else tokenizers
         answer = transcripts[b].answers[t][i]
         prompt = tokenizer.apply_chat_template(list(answer.prompt), add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(answer.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         rows.append(prompt_ids + answer_ids)
         answer_lens.append(len(answer_ids))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        pads.append(tokenizer.pad_token_id)
+    width = max((len(r) for r in rows), default=1)
+    ids = torch.tensor(pads, dtype=torch.long)[:, None].repeat(1, width) if rows else torch.zeros(0, 1).long()
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     answer_mask = torch.zeros((len(rows), width), dtype=torch.bool)
     for e, (row, n) in enumerate(zip(rows, answer_lens, strict=True)):
@@ -86,12 +90,11 @@ class Policy:
     def __init__(self, team: Team, value_heads: bool):
         self.team = team
         self.num_agents = len(team.slots)
-        model = next(iter(team.models.values()))
-        hidden = model.config.get_text_config().hidden_size
         self.value_heads: nn.ModuleList | None = None
         if value_heads:
             # Zero-initialised: values start at 0, the first updates are plain policy-gradient steps.
-            self.value_heads = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(self.num_agents))
+            sizes = [team.models[s.model_key].config.get_text_config().hidden_size for s in team.slots]
+            self.value_heads = nn.ModuleList(nn.Linear(h, 1) for h in sizes)
             for head in self.value_heads:
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
@@ -131,8 +134,8 @@ class Policy:
             logprobs = logprobs.index_put((index,), lp.cpu())
             if values is not None and self.value_heads is not None:
                 hidden = out.hidden_states[-1][:, :-1].float().cpu()
-                agents = batch.agent[index]
-                weight = torch.stack([h.weight[0] for h in self.value_heads])[agents]  # (R, H): each row's own head
-                bias = torch.stack([h.bias[0] for h in self.value_heads])[agents]
+                agents = batch.agent[index].tolist()  # rows of one model: one hidden size
+                weight = torch.stack([self.value_heads[a].weight[0] for a in agents])  # (R, H): each row's own head
+                bias = torch.stack([self.value_heads[a].bias[0] for a in agents])
                 values = values.index_put((index,), (hidden * weight[:, None, :]).sum(-1) + bias[:, None])
         return logprobs, values

@@ -4,6 +4,8 @@ Adapter layouts (`discussion.adapters`):
 - per_agent: one base model with one LoRA adapter per agent (default; peft batches rows of different adapters);
 - shared: one base model with one LoRA adapter that every agent uses (the released MAPoRL code's setting);
 - separate: one full model per agent.
+Heterogeneous teams (`model.agent_models`, one directory per agent) load each distinct base once, with its own
+tokenizer, and give every agent its own adapter on its model.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ def build_team(cfg: Config, with_adapters: bool) -> Team:
     `with_adapters=False` is for an untrained team: a freshly initialised LoRA is the identity, so every agent is
     the bare base and generation skips the adapter overhead (1.2-2x on small models).
     """
+    n, layout = cfg.discussion.num_agents, cfg.discussion.adapters
+    if cfg.model.agent_models:
+        return _heterogeneous(cfg, with_adapters)
     path = resolve_model_dir(cfg.model.name_or_path)
     tokenizer = load_tokenizer(path)
-    n, layout = cfg.discussion.num_agents, cfg.discussion.adapters
     if layout == "separate" and with_adapters:
         # One full copy per agent, each with its own adapter: the reference policy is that copy with it disabled.
         names = [f"agent{i}" for i in range(n)]
@@ -72,13 +76,37 @@ def build_team(cfg: Config, with_adapters: bool) -> Team:
     return Team({"base": model}, {"base": tokenizer}, slots)
 
 
+def _heterogeneous(cfg: Config, with_adapters: bool) -> Team:
+    """Agents name their own base models: one model (and tokenizer) per distinct directory, one adapter per agent."""
+    keys: dict[str, str] = {}
+    for name in cfg.model.agent_models:
+        keys.setdefault(str(resolve_model_dir(name)), f"model{len(keys)}")
+    models, tokenizers = {}, {}
+    for path, key in keys.items():
+        agents = [i for i, name in enumerate(cfg.model.agent_models) if str(resolve_model_dir(name)) == path]
+        model = load_model(resolve_model_dir(path), cfg.model.dtype, cfg.model.device)
+        models[key] = _with_adapters(model, [f"agent{i}" for i in agents], cfg) if with_adapters else model
+        tokenizers[key] = load_tokenizer(resolve_model_dir(path))
+    slots = [
+        AgentSlot(keys[str(resolve_model_dir(name))], f"agent{i}" if with_adapters else None)
+        for i, name in enumerate(cfg.model.agent_models)
+    ]
+    return Team(models, tokenizers, slots)
+
+
 def hf_generator(cfg: Config, team: Team) -> Generator:
     g = cfg.generation
     return HFGenerator(team.models, team.tokenizers, team.slots, g.temperature, g.max_new_tokens, g.batch_size)
 
 
-# Generation backends, by name. vLLM and Ray register here; the discussion code never changes.
-GENERATORS: dict[str, Callable[[Config, Team], Generator]] = {"hf": hf_generator}
+def vllm_generator(cfg: Config, team: Team) -> Generator:
+    from maporl.generation.vllm import VLLMGenerator
+
+    return VLLMGenerator(cfg, team)
+
+
+# Generation backends, by name; the discussion code never changes.
+GENERATORS: dict[str, Callable[[Config, Team], Generator]] = {"hf": hf_generator, "vllm": vllm_generator}
 
 
 def build_generator(cfg: Config, team: Team | None = None) -> Generator:

@@ -22,3 +22,15 @@ class Generator(Protocol):
     def generate(self, requests: Sequence[GenRequest]) -> list[str]:
         """One completion per request, in order. The same requests (and seeds) give the same completions."""
         ...
+
+
+def sampling_params(temperature: float, max_tokens: int, seed: int, stop_token_id: int):
+    """vLLM SamplingParams for one row (its own seed); a plain namespace when vLLM is absent (CPU tests)."""
+    kwargs = dict(temperature=temperature, max_tokens=max_tokens, seed=seed, stop_token_ids=[stop_token_id])
+    try:
+        from vllm import SamplingParams
+    except ImportError:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(**kwargs)
+    return SamplingParams(**kwargs)

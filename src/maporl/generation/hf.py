@@ -52,6 +52,7 @@ class HFGenerator:
     ):
         self.models, self.tokenizers, self.slots = models, tokenizers, list(slots)
         self.temperature, self.max_new_tokens, self.batch_size = temperature, max_new_tokens, batch_size
+        self.tokens_generated = 0  # for throughput reports (tokens up to and including each row's end of turn)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[str]:
         out: list[str | None] = [None] * len(requests)
@@ -90,4 +91,6 @@ class HFGenerator:
             pad_token_id=tokenizer.pad_token_id,
         )
         new_tokens = generated[:, enc["input_ids"].shape[1] :]
+        ended = (new_tokens == tokenizer.eos_token_id).int().cumsum(1)
+        self.tokens_generated += int(((ended == 0) | ((ended == 1) & (new_tokens == tokenizer.eos_token_id))).sum())
         return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)

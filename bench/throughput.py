@@ -1,0 +1,222 @@
+"""Throughput and memory of maporl, measured side by side in one run on this machine (each case in a fresh process).
+
+    python bench/throughput.py [--requests 192] [--steps 4] [--skip-trl]
+
+1. rollout tokens/s, 3 agents on a shared base (mixed-adapter batches) / 1 agent, same total batch (target >= 0.8);
+2. peak RSS of one co-training step: 4 agents on a shared base / 1 agent (target <= 1.25), and 4 separate model
+   copies / 1 agent for contrast;
+3. single-agent GRPO samples/s: maporl / TRL GRPOTrainer, same tiny model, batch and generation length
+   (target >= 1.5);
+4. time split per phase (generation / scoring / update) of the default config (`maporl train --max-steps 3`).
+Last line: one JSON object with rollout_ratio_3v1, rss_ratio_4v1, rss_ratio_4copies_v1,
+grpo_samples_per_s_ratio_vs_trl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROMPTS = [f"What is {a}+{b}-{c}?" for a, b, c in zip(range(7, 50), range(13, 56), range(3, 46), strict=True)]
+
+
+def child(*args: str) -> dict:
+    """Run this script in a fresh process for one measurement; its last stdout line is JSON."""
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def tiny_cfg(*overrides: str):
+    from maporl.config import load_config
+
+    return load_config(None, ["generation.max_new_tokens=64", "generation.temperature=1.0", *overrides])
+
+
+def measure_rollout(agents: int, requests: int) -> dict:
+    from maporl.generation import GenRequest
+    from maporl.team import build_team, hf_generator
+
+    cfg = tiny_cfg(f"discussion.num_agents={agents}", f"generation.batch_size={requests}")
+    team = build_team(cfg, with_adapters=True)
+    gen = hf_generator(cfg, team)
+    reqs = [
+        GenRequest(({"role": "user", "content": PROMPTS[k % len(PROMPTS)]},), agent=k % agents, seed=k)
+        for k in range(requests)
+    ]
+    gen.generate(reqs[:8])  # warm-up
+    gen.tokens_generated = 0
+    start = time.perf_counter()
+    for _ in range(3):
+        gen.generate(reqs)
+    return {"tokens_per_s": gen.tokens_generated / (time.perf_counter() - start)}
+
+
+def measure_rss(agents: int, layout: str) -> dict:
+    """Peak RSS (MiB) of building the team and one co-training step (discussion + update)."""
+    from maporl import trainer
+
+    cfg = tiny_cfg(
+        f"discussion.num_agents={agents}",
+        f"discussion.adapters={layout}",
+        "train.max_steps=1",
+        "train.problems_per_step=4",
+        "eval.num_problems=4",
+        "train.checkpoint_every=0",
+    )
+    with tempfile.TemporaryDirectory() as d:
+        trainer.train(cfg, Path(d), quiet=True)
+    return {"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def measure_maporl_grpo(batch: int, generations: int, steps: int) -> dict:
+    from maporl import trainer
+
+    cfg = tiny_cfg(
+        "discussion.num_agents=1",
+        "discussion.turns=1",
+        f"train.problems_per_step={batch // generations}",
+        f"algo.rollouts_per_problem={generations}",
+        "algo.group_by=problem",
+        f"train.max_steps={steps}",
+        "train.checkpoint_every=0",
+        "eval.num_problems=1",
+    )
+    with tempfile.TemporaryDirectory() as d:
+        trainer.train(cfg, Path(d), quiet=True)
+        rows = [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time/step"] for r in rows if "time/step" in r][1:]  # the first step warms up
+    return {"samples_per_s": batch / statistics.mean(times)}
+
+
+def measure_trl_grpo(batch: int, generations: int, steps: int) -> dict:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from maporl.models import EMBEDDED_DIR
+    from maporl.tasks.base import extract_number_answer
+
+    answers = {}
+    rows = []
+    for k in range(batch * (steps + 1)):
+        q = PROMPTS[k % len(PROMPTS)]
+        a, rest = q[8:-1].split("+")
+        b, c = rest.split("-")
+        answers[q] = str(int(a) + int(b) - int(c))
+        rows.append({"prompt": [{"role": "user", "content": q}], "question": q})
+
+    def reward(completions, question, **kwargs):
+        return [
+            float(extract_number_answer(c[0]["content"]) == answers[q])
+            for c, q in zip(completions, question, strict=True)
+        ]
+
+    with tempfile.TemporaryDirectory() as d:
+        args = GRPOConfig(
+            output_dir=d,
+            per_device_train_batch_size=batch,
+            num_generations=generations,
+            max_completion_length=64,
+            max_steps=steps + 1,
+            learning_rate=1e-3,
+            temperature=1.0,
+            beta=0.0,
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            bf16=False,
+            disable_tqdm=True,
+        )
+        from peft import LoraConfig
+
+        peft = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+        trainer = GRPOTrainer(
+            model=str(EMBEDDED_DIR), reward_funcs=reward, args=args, train_dataset=Dataset.from_list(rows),
+            peft_config=peft,
+        )  # fmt: skip
+        step_times: list[float] = []
+        from transformers import TrainerCallback
+
+        class Clock(TrainerCallback):
+            def on_step_begin(self, *a, **k):
+                self.t0 = time.perf_counter()
+
+            def on_step_end(self, *a, **k):
+                step_times.append(time.perf_counter() - self.t0)
+
+        trainer.add_callback(Clock())
+        trainer.train()
+    return {"samples_per_s": batch / statistics.mean(step_times[1:]), "steps": len(step_times)}
+
+
+def measure_phases() -> dict:
+    from maporl import trainer
+
+    cfg = tiny_cfg("train.max_steps=3", "train.checkpoint_every=0", "eval.num_problems=8")
+    with tempfile.TemporaryDirectory() as d:
+        trainer.train(cfg, Path(d), quiet=True)
+        rows = [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "time/step" in r]
+    return {k: statistics.mean(r[f"time/{k}"] for r in steps) for k in ("generation", "scoring", "update", "step")}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1].startswith("--_"):
+        kind, *rest = sys.argv[1:]
+        fn = {"--_rollout": measure_rollout, "--_rss": measure_rss, "--_maporl": measure_maporl_grpo}
+        fn |= {"--_trl": measure_trl_grpo, "--_phases": measure_phases}
+        typed = [int(x) if x.isdigit() else x for x in rest]
+        print(json.dumps(fn[kind](*typed)))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=192)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--skip-trl", action="store_true")
+    args = ap.parse_args()
+    started = time.time()
+    r1 = child("--_rollout", "1", str(args.requests))
+    r3 = child("--_rollout", "3", str(args.requests))
+    m1, m4 = child("--_rss", "1", "per_agent"), child("--_rss", "4", "per_agent")
+    m4copies = child("--_rss", "4", "separate")
+    batch, gens = 32, 4
+    ours = child("--_maporl", str(batch), str(gens), str(args.steps))
+    trl = None if args.skip_trl else child("--_trl", str(batch), str(gens), str(args.steps))
+    phases = child("--_phases")
+    result = {
+        "rollout_tokens_per_s_1_agent": round(r1["tokens_per_s"], 1),
+        "rollout_tokens_per_s_3_agents": round(r3["tokens_per_s"], 1),
+        "rollout_ratio_3v1": round(r3["tokens_per_s"] / r1["tokens_per_s"], 3),
+        "rss_mib_1_agent": round(m1["rss_mib"]),
+        "rss_mib_4_agents_shared_base": round(m4["rss_mib"]),
+        "rss_mib_4_copies": round(m4copies["rss_mib"]),
+        "rss_ratio_4v1": round(m4["rss_mib"] / m1["rss_mib"], 3),
+        "rss_ratio_4copies_v1": round(m4copies["rss_mib"] / m1["rss_mib"], 3),
+        "grpo_samples_per_s_maporl": round(ours["samples_per_s"], 2),
+        "grpo_samples_per_s_trl": round(trl["samples_per_s"], 2) if trl else None,
+        "grpo_samples_per_s_ratio_vs_trl": round(ours["samples_per_s"] / trl["samples_per_s"], 3) if trl else None,
+        "phase_seconds_default_config": {k: round(v, 3) for k, v in phases.items()},
+        "minutes": round((time.time() - started) / 60, 1),
+    }
+    rows = [
+        ("rollout tokens/s, 3 agents / 1 agent (>= 0.8)", result["rollout_ratio_3v1"]),
+        ("peak RSS, 4 agents shared base / 1 agent (<= 1.25)", result["rss_ratio_4v1"]),
+        ("peak RSS, 4 model copies / 1 agent", result["rss_ratio_4copies_v1"]),
+        ("GRPO samples/s, maporl / TRL (>= 1.5)", result["grpo_samples_per_s_ratio_vs_trl"]),
+    ]
+    for name, value in rows:
+        print(f"{name:<56} {value}")
+    print("phase seconds (default config):", result["phase_seconds_default_config"])
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
