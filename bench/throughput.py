@@ -3,8 +3,8 @@
     python bench/throughput.py [--requests 192] [--steps 4] [--skip-trl]
 
 1. rollout tokens/s, 3 agents on a shared base (mixed-adapter batches) / 1 agent, same total batch (target >= 0.8);
-2. peak RSS of one co-training step: 4 agents on a shared base / 1 agent (target <= 1.25), and 4 separate model
-   copies / 1 agent for contrast;
+2. peak RSS of one co-training step with the same answers per step: 4 agents on a shared base / 1 agent (target
+   <= 1.25), and 4 separate model copies / 1 agent for contrast (`--model DIR` for a bigger base than the tiny one);
 3. single-agent GRPO samples/s: maporl / TRL GRPOTrainer, same tiny model, batch and generation length
    (target >= 1.5);
 4. time split per phase (generation / scoring / update) of the default config (`maporl train --max-steps 3`).
@@ -60,15 +60,18 @@ def measure_rollout(agents: int, requests: int) -> dict:
     return {"tokens_per_s": gen.tokens_generated / (time.perf_counter() - start)}
 
 
-def measure_rss(agents: int, layout: str) -> dict:
-    """Peak RSS (MiB) of building the team and one co-training step (discussion + update)."""
+def measure_rss(agents: int, layout: str, model: str = "embedded") -> dict:
+    """Peak RSS (MiB) of building the team and one co-training step (discussion + update), with the same number of
+    answers per step whatever the number of agents (16 problems x 1 agent = 4 problems x 4 agents): the ratio is
+    then what the extra agents cost, not a bigger batch's activations."""
     from maporl import trainer
 
     cfg = tiny_cfg(
         f"discussion.num_agents={agents}",
         f"discussion.adapters={layout}",
         "train.max_steps=1",
-        "train.problems_per_step=4",
+        f"train.problems_per_step={16 // agents}",
+        f"model.name_or_path={model}",
         "eval.num_problems=4",
         "train.checkpoint_every=0",
     )
@@ -181,12 +184,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=192)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--rss-model", default="embedded", help="model directory for the memory ratios")
     args = ap.parse_args()
     started = time.time()
     r1 = child("--_rollout", "1", str(args.requests))
     r3 = child("--_rollout", "3", str(args.requests))
-    m1, m4 = child("--_rss", "1", "per_agent"), child("--_rss", "4", "per_agent")
-    m4copies = child("--_rss", "4", "separate")
+    m1, m4 = child("--_rss", "1", "per_agent", args.rss_model), child("--_rss", "4", "per_agent", args.rss_model)
+    m4copies = child("--_rss", "4", "separate", args.rss_model)
     batch, gens = 32, 4
     ours = child("--_maporl", str(batch), str(gens), str(args.steps))
     trl = None if args.skip_trl else child("--_trl", str(batch), str(gens), str(args.steps))

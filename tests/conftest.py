@@ -17,14 +17,18 @@ from maporl.tasks.arithmetic import ArithmeticTask
 TINY = BuildConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256, vocab_size=400)
 
 
-def make_tokenizer():
-    rng = random.Random(0)
-    tasks = {n: ArithmeticTask(n) for n in ("arith_chain", "arith_long", "arith_word")}
+def chat_corpus(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    tasks = {name: ArithmeticTask(name) for name in ("arith_chain", "arith_long", "arith_word")}
     corpus = []
-    for i in range(300):
+    for i in range(n):
         prompt, target = sft_example(rng, tasks, i)
         corpus.append(f"<|im_start|>user\n{prompt[-1]['content']}<|im_end|>\n<|im_start|>assistant\n{target}")
-    return train_tokenizer(corpus, TINY.vocab_size)
+    return corpus
+
+
+def make_tokenizer():
+    return train_tokenizer(chat_corpus(0, 300), TINY.vocab_size)
 
 
 @pytest.fixture(scope="session")
@@ -47,13 +51,7 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     """A Llama-architecture random model with its own (smaller) tokenizer and hidden size: for heterogeneous teams."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    rng = random.Random(1)
-    tasks = {n: ArithmeticTask(n) for n in ("arith_chain", "arith_long", "arith_word")}
-    corpus = []
-    for i in range(200):
-        prompt, target = sft_example(rng, tasks, i)
-        corpus.append(f"<|im_start|>user\n{prompt[-1]['content']}<|im_end|>\n<|im_start|>assistant\n{target}")
-    tokenizer = train_tokenizer(corpus, 330)
+    tokenizer = train_tokenizer(chat_corpus(1, 200), 330)
     torch.manual_seed(1)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -63,6 +63,7 @@ def env(tmp_path, tiny_model_dir, monkeypatch):
 
 
 M = "model.name_or_path={model}"
+SMALL = ["discussion.num_agents=2", "discussion.turns=1", "generation.max_new_tokens=4", "train.problems_per_step=1"]
 CASES = [
     # (id, argv, fragment of the message)
     ("misspelled key", ["config", "discussion.num_agent=3"], "did you mean 'num_agents'"),
@@ -109,6 +110,22 @@ CASES = [
     ("gguf out not empty", ["model", "import-gguf", "--gguf", "not.gguf", "--out", "full"], "not empty"),
     ("not a gguf", ["model", "import-gguf", "--gguf", "not.gguf", "--out", "m2"], "cannot read"),
     ("base build zero steps", ["base", "build", "--out", "b", "--steps", "0"], "--steps"),
+    (
+        "verifier server unreachable",
+        [
+            "train",
+            "--quiet",
+            M,
+            "--out",
+            "elsewhere/run",
+            *SMALL,
+            "verifier.kind=http",
+            "verifier.url=http://127.0.0.1:9",
+        ],
+        "unreachable after 3 tries",
+    ),
+    ("verifier dir missing", ["train", "--quiet", M, "--out", "elsewhere/r2", "verifier.kind=model"], "verifier.path"),
+    ("reproduce bad seeds", ["reproduce", "--seeds", "a,b"], "comma-separated integers"),
 ]
 
 

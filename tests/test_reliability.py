@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_training import RandomVerifier, lora_state, run_and_capture, tiny_cfg
+from test_training import RandomVerifier, lora_state, run_and_capture, tiny_cfg, tiny_overrides
 
 from maporl import checkpoint, trainer
 from maporl.config import load_config
@@ -27,17 +27,10 @@ def train_args(model_dir: Path, out: Path, *extra: str) -> list[str]:
         "--quiet",
         "--out",
         str(out),
-        f"model.name_or_path={model_dir}",
-        "discussion.num_agents=2",
-        "discussion.turns=2",
-        "generation.max_new_tokens=8",
-        "train.problems_per_step=2",
-        "algo.rollouts_per_problem=2",
+        *tiny_overrides(model_dir),
         "train.max_steps=4",
         "train.checkpoint_every=1",
         "train.keep_last=0",
-        "train.transcripts_every=1",
-        "eval.num_problems=2",
         "algo.name=ppo",  # value heads + KL in the reward: parameters move even when every answer scores the same
         "algo.kl_coef=0.01",
         *extra,

@@ -15,23 +15,24 @@ from maporl.records import Answer, Problem, Transcript
 from maporl.team import build_team
 
 
+def tiny_overrides(model_dir) -> list[str]:
+    """2 agents x 2 turns, 8 new tokens, 2 problems x 2 rollouts per step, 2 steps: the unit-test run."""
+    return [
+        f"model.name_or_path={model_dir}",
+        "discussion.num_agents=2",
+        "discussion.turns=2",
+        "generation.max_new_tokens=8",
+        "train.problems_per_step=2",
+        "algo.rollouts_per_problem=2",
+        "train.max_steps=2",
+        "train.checkpoint_every=0",
+        "train.transcripts_every=1",
+        "eval.num_problems=2",
+    ]
+
+
 def tiny_cfg(model_dir, *extra: str):
-    return load_config(
-        None,
-        [
-            f"model.name_or_path={model_dir}",
-            "discussion.num_agents=2",
-            "discussion.turns=2",
-            "generation.max_new_tokens=8",
-            "train.problems_per_step=2",
-            "algo.rollouts_per_problem=2",
-            "train.max_steps=2",
-            "train.checkpoint_every=0",
-            "train.transcripts_every=1",
-            "eval.num_problems=2",
-            *extra,
-        ],
-    )
+    return load_config(None, [*tiny_overrides(model_dir), *extra])
 
 
 class RandomVerifier:

@@ -79,9 +79,9 @@ class VerifierConfig:
 @dataclass(frozen=True)
 class RewardConfig:
     gamma: float = opt(0.3, "discount of later turns' team scores in the influence-aware reward (paper: 0.3)")
-    alpha: tuple[float, float] = opt((0.3, 0.3), "corrective incentive weights (alpha0: adopt/talked, alpha1: alone)")
+    alpha: tuple[float, float] = opt((1.0, 1.0), "corrective incentive weights (alpha0: adopt/talked, alpha1: alone)")
     beta: tuple[float, float] = opt(
-        (0.3, 0.3), "persuasive incentive weights (beta0: agent wrong too, beta1: agent right)"
+        (0.5, 0.5), "persuasive incentive weights (beta0: agent wrong too, beta1: agent right)"
     )
     convention: Literal["paper", "official"] = opt("paper", "paper: DESIGN 4.3 rules; official: the released code's")
     incentive_source: Literal["label", "verifier"] = opt(
@@ -122,7 +122,7 @@ class AlgoConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = opt(197, "training steps (each: sample, discuss, verify, reward, update every agent)")
+    max_steps: int = opt(186, "training steps (each: sample, discuss, verify, reward, update every agent)")
     minutes: float = opt(0.0, "wall-clock budget; then evaluate, checkpoint and stop (0: no limit)")
     problems_per_step: int = opt(8, "problems sampled per step (each discussed rollouts_per_problem times)")
     agents: tuple[int, ...] = opt((), "agents to train (empty: all); others stay frozen")
@@ -184,6 +184,10 @@ class Config:
             (self.algo.kl_coef >= 0 and self.algo.vf_coef >= 0, "algo.kl_coef and algo.vf_coef must be >= 0"),
             (self.algo.max_nonfinite >= 1, "algo.max_nonfinite must be >= 1"),
             (self.verifier.timeout > 0, "verifier.timeout must be > 0 seconds"),
+            (
+                self.verifier.kind != "model" or bool(self.verifier.path),
+                "verifier.kind=model needs verifier.path=DIR (a directory from `maporl verifier train`)",
+            ),
             (
                 len(self.model.agent_models) in (0, self.discussion.num_agents),
                 f"model.agent_models must name one model per agent ({self.discussion.num_agents}) or none",

@@ -7,6 +7,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+
+def score_transcripts(transcripts: Sequence, task, probabilities: Callable[[list[tuple[str, str]]], list[float]]):
+    """(B, N, T) scores from a P(correct | question, response) function, one call for every answer."""
+    import torch
+
+    if not transcripts:
+        return torch.zeros(0, 0, 0)
+    n, t = transcripts[0].num_agents, transcripts[0].num_turns
+    render = task.render_question if task is not None else (lambda p: p.question)
+    pairs = [(render(tr.problem), tr.answers[k][i].response) for tr in transcripts for i in range(n) for k in range(t)]
+    return torch.tensor(probabilities(pairs), dtype=torch.float).reshape(len(transcripts), n, t)
+
 
 def build_verifier(cfg, task):
     from maporl.errors import UsageError

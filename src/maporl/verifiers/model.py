@@ -68,11 +68,6 @@ class ModelVerifier:
         return out
 
     def score(self, transcripts) -> torch.Tensor:
-        if not transcripts:
-            return torch.zeros(0, 0, 0)
-        n, t = transcripts[0].num_agents, transcripts[0].num_turns
-        render = self.task.render_question if self.task is not None else (lambda p: p.question)
-        pairs = [
-            (render(tr.problem), tr.answers[k][i].response) for tr in transcripts for i in range(n) for k in range(t)
-        ]
-        return torch.tensor(self.probabilities(pairs)).reshape(len(transcripts), n, t)
+        from maporl.verifiers import score_transcripts
+
+        return score_transcripts(transcripts, self.task, self.probabilities)
