@@ -186,7 +186,7 @@ class Config:
             (self.verifier.timeout > 0, "verifier.timeout must be > 0 seconds"),
             (
                 self.verifier.kind != "model" or bool(self.verifier.path),
-                "verifier.kind=model needs verifier.path=DIR (a directory from `maporl verifier train`)",
+                "verifier.kind=model needs verifier.path=DIR; pass a directory made by `maporl verifier train`",
             ),
             (
                 len(self.model.agent_models) in (0, self.discussion.num_agents),

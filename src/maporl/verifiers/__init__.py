@@ -23,16 +23,12 @@ def score_transcripts(transcripts: Sequence, task, probabilities: Callable[[list
 
 
 def build_verifier(cfg, task):
-    from maporl.errors import UsageError
-
     v = cfg.verifier
     if v.kind == "label":
         from maporl.verifiers.label import LabelVerifier
 
         return LabelVerifier(task)
     if v.kind == "model":
-        if not v.path:
-            raise UsageError("verifier.kind=model needs verifier.path=DIR (a directory from `maporl verifier train`)")
         from maporl.verifiers.model import ModelVerifier
 
         return ModelVerifier(v.path, task, device=cfg.model.device)
