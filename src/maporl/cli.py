@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 
 from maporl.errors import UsageError
+from maporl.reproduce import METHODS as REPRODUCE_METHODS
 
-REPRODUCE_METHODS = ("untrained", "single_agent_rl", "sft_traces", "maporl", "maporl_no_incentives")
 EXAMPLES = """examples:
   maporl train                                # co-train the embedded agents on CPU (configs/tiny.yaml)
   maporl eval --checkpoint runs/tiny          # evaluate the trained team

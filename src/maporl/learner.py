@@ -59,9 +59,10 @@ class Learner:
         bad_rows = ~torch.isfinite(batch.reward)
         if episode_advantages is not None:
             bad_rows |= ~torch.isfinite(episode_advantages)
-        bad = {self.owner.get(int(a), int(a)) for a in batch.agent[bad_rows].tolist()}
+        owners = self._owners(batch.agent)
+        bad = set(owners[bad_rows].tolist())
         if bad:
-            keep = torch.tensor([self.owner.get(int(a), int(a)) not in bad for a in batch.agent.tolist()])
+            keep = torch.tensor([o not in bad for o in owners.tolist()])
             batch = batch.rows(keep.nonzero().squeeze(1))
             episode_advantages = None if episode_advantages is None else episode_advantages[keep]
         self.skip = set(bad)
@@ -93,9 +94,14 @@ class Learner:
         self.consecutive_nonfinite = self.consecutive_nonfinite + 1 if self.step_had_nonfinite else 0
         return out
 
+    def _owners(self, agents: torch.Tensor) -> torch.Tensor:
+        """The parameter group of each row's agent (agents sharing an adapter share a group)."""
+        return torch.tensor([self.owner.get(a, a) for a in agents.tolist()], dtype=torch.long)
+
     def _skipped_step(self) -> dict[str, float]:
         self.consecutive_nonfinite += 1
-        self.scheduler.step()  # keep the schedule aligned with the step count
+        for _ in range(self.cfg.epochs * self.cfg.minibatches):  # the schedule counts optimizer steps: keep aligned
+            self.scheduler.step()
         return {"nonfinite_updates": float(len(self.skip)), "lr": self.scheduler.get_last_lr()[0]}
 
     def _minibatch(self, batch, mb, old_logp, old_values, ref_logp, advantages, returns, stats) -> None:
@@ -116,7 +122,7 @@ class Learner:
             sub = batch.rows(part)
             logp, values = self.policy.forward(sub, with_values=ppo)  # one mixed-adapter forward for all agents
             width = logp.shape[1]
-            owners = torch.tensor([self.owner.get(int(a), int(a)) for a in sub.agent.tolist()])
+            owners = self._owners(sub.agent)
             loss_sum = None
             # The loss is a sum over agents' rows, so it is built per agent: a non-finite part skips only that agent.
             for agent in owners.unique().tolist():
@@ -154,11 +160,12 @@ class Learner:
                 skip.add(agent)
             else:
                 stats.setdefault(f"grad_norm/agent{agent}", []).append(norm.item())
+        skipped = sorted(skip & set(self.groups))
         for agent in self.groups:
             stats.setdefault(f"nonfinite/agent{agent}", []).append(float(agent in skip))
-        stats.setdefault("nonfinite_updates", []).append(float(len(skip & set(self.groups))))
-        if skip & set(self.groups):
-            names = ", ".join(str(a) for a in sorted(skip & set(self.groups)))
+        stats.setdefault("nonfinite_updates", []).append(float(len(skipped)))
+        if skipped:
+            names = ", ".join(map(str, skipped))
             print(f"maporl: warning: non-finite loss, gradient or reward; skipped agent(s) {names}", file=sys.stderr)
             self.step_had_nonfinite = True
         faults.point("update")

@@ -23,6 +23,7 @@ from maporl.learner import Learner
 from maporl.policy import Policy, encode_episodes
 from maporl.tasks import get_task
 from maporl.team import build_team
+from maporl.trainer import step_problems
 from maporl.utils import progress, seed_everything
 
 
@@ -46,8 +47,7 @@ def train_sft(cfg: Config, run_dir: Path, quiet: bool = False) -> dict:
             if cfg.train.minutes and time.time() - started > 60 * cfg.train.minutes:
                 break
             t0 = time.time()
-            problems = task.sample(cfg.train.problems_per_step, seed=cfg.seed * 1_000_003 + step, split="train")
-            rollouts = [p for p in problems for _ in range(cfg.algo.rollouts_per_problem)]
+            _, rollouts = step_problems(cfg, task, step)
             transcripts = discussion.run(rollouts, task, base_team, cfg.discussion, cfg.seed, step)
             kept = [tr for tr in transcripts if all(task.is_correct(a.parsed, tr.problem) for a in tr.answers[-1])]
             row = {"step": step + 1, "sft/kept_fraction": len(kept) / len(transcripts)}

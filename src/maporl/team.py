@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -78,19 +79,15 @@ def build_team(cfg: Config, with_adapters: bool) -> Team:
 
 def _heterogeneous(cfg: Config, with_adapters: bool) -> Team:
     """Agents name their own base models: one model (and tokenizer) per distinct directory, one adapter per agent."""
-    keys: dict[str, str] = {}
-    for name in cfg.model.agent_models:
-        keys.setdefault(str(resolve_model_dir(name)), f"model{len(keys)}")
+    paths = [str(resolve_model_dir(name)) for name in cfg.model.agent_models]
+    keys = {path: f"model{k}" for k, path in enumerate(dict.fromkeys(paths))}  # distinct bases, in agent order
     models, tokenizers = {}, {}
     for path, key in keys.items():
-        agents = [i for i, name in enumerate(cfg.model.agent_models) if str(resolve_model_dir(name)) == path]
-        model = load_model(resolve_model_dir(path), cfg.model.dtype, cfg.model.device)
-        models[key] = _with_adapters(model, [f"agent{i}" for i in agents], cfg) if with_adapters else model
-        tokenizers[key] = load_tokenizer(resolve_model_dir(path))
-    slots = [
-        AgentSlot(keys[str(resolve_model_dir(name))], f"agent{i}" if with_adapters else None)
-        for i, name in enumerate(cfg.model.agent_models)
-    ]
+        model = load_model(Path(path), cfg.model.dtype, cfg.model.device)
+        names = [f"agent{i}" for i, p in enumerate(paths) if p == path]
+        models[key] = _with_adapters(model, names, cfg) if with_adapters else model
+        tokenizers[key] = load_tokenizer(Path(path))
+    slots = [AgentSlot(keys[path], f"agent{i}" if with_adapters else None) for i, path in enumerate(paths)]
     return Team(models, tokenizers, slots)
 
 

@@ -49,6 +49,13 @@ def group_ids(cfg: Config, problems: int) -> torch.Tensor:
     return ids[cfg.algo.group_by].reshape(-1)
 
 
+def step_problems(cfg: Config, task, step: int):
+    """The step's training problems (a function of seed and step only: resume redoes the same ones), and the list
+    with each problem repeated rollouts_per_problem times, consecutively."""
+    problems = task.sample(cfg.train.problems_per_step, seed=cfg.seed * 1_000_003 + step, split="train")
+    return problems, [p for p in problems for _ in range(cfg.algo.rollouts_per_problem)]
+
+
 def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False, final_eval: bool = True) -> dict:
     seed_everything(cfg.seed)
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
@@ -75,9 +82,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
     started, done, timings = time.time(), start_step, {}
 
     def save(step: int) -> Path:
-        return checkpoint.save_checkpoint(run_dir, step, policy, learner, {"minutes": _minutes(started)}, keep)
-
-    keep = cfg.train.keep_last
+        extra = {"minutes": _minutes(started)}
+        return checkpoint.save_checkpoint(run_dir, step, policy, learner, extra, cfg.train.keep_last)
 
     @contextmanager
     def timed(phase: str):
@@ -91,8 +97,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             if cfg.train.minutes and time.time() - started > 60 * cfg.train.minutes:
                 break
             with timed("generation"):
-                problems = task.sample(cfg.train.problems_per_step, seed=cfg.seed * 1_000_003 + step, split="train")
-                rollouts = [p for p in problems for _ in range(cfg.algo.rollouts_per_problem)]
+                problems, rollouts = step_problems(cfg, task, step)
                 transcripts = discussion.run(rollouts, task, generator, cfg.discussion, cfg.seed, step)
             with timed("scoring"):
                 labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
