@@ -85,7 +85,7 @@ def pipeline(tmp_path_factory, tiny_model_dir):
     (d / "raw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["verifier", "balance", str(d / "raw.jsonl"), "--out", str(d / "bal.jsonl")]) == 0
     argv = ["verifier", "train", str(d / "bal.jsonl"), "--out", str(d / "v"), "--base", str(tiny_model_dir)]
-    assert main([*argv, "--quiet", "--epochs", "4", "--lr", "3e-3", "--batch-size", "16"]) == 0
+    assert main([*argv, "--quiet", "--kind", "classifier", "--epochs", "4", "--lr", "3e-3", "--batch-size", "16"]) == 0
     return d
 
 
@@ -98,6 +98,62 @@ def test_trained_verifier_directory_and_metrics(pipeline):
     assert (pipeline / "v" / "reliability.png").read_bytes().startswith(b"\x89PNG")
     model = AutoModelForSequenceClassification.from_pretrained(pipeline / "v")
     assert model.config.num_labels == 1 and model.config.maporl_temperature > 0
+
+
+def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
+    """Solve-then-verdict verifier: targets are the worked solution + "Verdict: Yes/No"; here the label follows the
+    "!" rule and the solution is left out, so the random model must learn the verdict from the response alone."""
+    from maporl.records import Answer, Problem, Transcript
+    from maporl.verifiers.generative import META_FILE, encode_for_training, proposed_answer, written_part
+    from maporl.verifiers.model import load_model_verifier
+
+    rows = [json.loads(line) for line in (pipeline / "bal.jsonl").read_text().splitlines()]
+    assert all(r["solution"].endswith("The answer is " + r["solution"].rsplit(" ", 1)[-1]) for r in rows)
+    assert written_part(rows[0]) == rows[0]["solution"] + " Proposed:" and written_part({}) == "Proposed:"
+    assert (
+        proposed_answer("so 3+4=7. The answer is 7.") == "7" and proposed_answer("The answer is Neutral.") == "neutral"
+    )
+    assert proposed_answer("no idea") == "none"
+    for r in rows:
+        r.pop("solution")
+    (pipeline / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = [
+        "verifier",
+        "train",
+        str(pipeline / "gen.jsonl"),
+        "--out",
+        str(pipeline / "g"),
+        "--base",
+        str(tiny_model_dir),
+    ]
+    assert main([*argv, "--quiet", "--epochs", "6", "--lr", "3e-3", "--batch-size", "16"]) == 0
+    metrics = json.loads((pipeline / "g" / "metrics.json").read_text())
+    assert metrics["kind"] == "generative" and metrics["roc_auc"] > 0.9, metrics
+    assert (pipeline / "g" / META_FILE).is_file()
+
+    from maporl.models import load_tokenizer
+
+    batch = encode_for_training(load_tokenizer(tiny_model_dir), rows[:3])
+    for i in range(3):  # labels cover exactly the target (body + verdict), the verdict position is the one before
+        n = int(batch["attention_mask"][i].sum())
+        assert batch["labels"][i, n - 1] == batch["input_ids"][i, n - 1] and int(batch["verdict_at"][i]) == n - 2
+        assert (batch["labels"][i, n:] == -100).all()
+
+    v = load_model_verifier(pipeline / "g")
+    pairs = [("What is 1+1?", "so. The answer is 2!"), ("What is 1+1?", "so. The answer is 2?")]
+    assert v.probabilities(pairs) == v.probabilities(pairs)  # deterministic, greedy
+    v.samples = 3  # a vote over sampled solutions: still deterministic (fixed seed in a forked RNG), still in [0, 1]
+    state = torch.random.get_rng_state()
+    voted = v.probabilities(pairs)
+    assert voted == v.probabilities(pairs) and all(0 <= p <= 1 for p in voted)
+    assert torch.equal(state, torch.random.get_rng_state())
+    v.samples = 1
+    answers = tuple(
+        tuple(Answer(i, t, (), f"reply {i}{t}{'!' if i else '?'}", None) for i in range(3)) for t in range(2)
+    )
+    scores = v.score([Transcript(Problem("p", "What is 1+1?", "2", "t"), answers)] * 2)
+    assert scores.shape == (2, 3, 2) and ((scores >= 0) & (scores <= 1)).all()
+    assert (scores[:, 1:] > scores[:, :1]).all()
 
 
 def test_model_verifier_scores_shape_and_range(pipeline, tiny_model_dir):

@@ -24,12 +24,24 @@ def add_parser(sub) -> None:
     b.add_argument("data", help="JSONL from gen-data")
     b.add_argument("--out", required=True, help="output JSONL file")
     b.add_argument("--seed", type=int, default=0)
-    t = vs.add_parser("train", help="train a P(correct) classifier; writes a HF directory and metrics.json")
+    t = vs.add_parser("train", help="train a P(correct) verifier; writes a HF directory and metrics.json")
     t.add_argument("data", help="balanced JSONL")
     t.add_argument("--out", required=True, help="output directory")
     t.add_argument("--base", default="embedded", help="base model directory (default: the shipped tiny base)")
+    t.add_argument(
+        "--kind",
+        default="generative",
+        choices=["generative", "classifier"],
+        help="generative: solves the problem, then a Yes/No verdict (default); classifier: a last-token head",
+    )
     t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="generative: solutions per score (1 = greedy; k > 1 samples k and averages the verdicts, k times slower)",
+    )
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget for training (0: none)")
     t.add_argument("--seed", type=int, default=0)
@@ -59,14 +71,24 @@ def run(args: argparse.Namespace) -> None:
         from maporl.verifiers.data import read_rows
         from maporl.verifiers.train import train_verifier
 
-        if args.epochs < 1 or args.batch_size < 1 or args.lr <= 0:
-            raise UsageError("--epochs and --batch-size must be >= 1 and --lr > 0")
+        if args.epochs < 1 or args.batch_size < 1 or args.samples < 1 or args.lr <= 0:
+            raise UsageError("--epochs, --batch-size and --samples must be >= 1 and --lr > 0")
         rows = read_rows(Path(args.data))
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):
             raise UsageError(f"{out} is not empty; pass a new --out directory")
         metrics = train_verifier(
-            rows, args.base, out, args.epochs, args.lr, args.batch_size, args.seed, args.minutes, args.quiet
+            rows,
+            args.base,
+            out,
+            args.epochs,
+            args.lr,
+            args.batch_size,
+            args.seed,
+            args.minutes,
+            args.quiet,
+            args.kind,
+            args.samples,
         )
         print(json.dumps(metrics, indent=2))
         print(f"wrote {out} (metrics.json, reliability.png)")

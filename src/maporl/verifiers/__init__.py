@@ -29,9 +29,9 @@ def build_verifier(cfg, task):
 
         return LabelVerifier(task)
     if v.kind == "model":
-        from maporl.verifiers.model import ModelVerifier
+        from maporl.verifiers.model import load_model_verifier
 
-        return ModelVerifier(v.path, task, device=cfg.model.device)
+        return load_model_verifier(v.path, task, device=cfg.model.device)
     from maporl.verifiers.server import HTTPVerifier
 
     return HTTPVerifier(v.url, task, timeout=v.timeout)

@@ -1,6 +1,8 @@
 """Verifier data: label every (question, agent response) of team rollouts, then deduplicate and class-balance.
 
-Rows: {"question", "response", "label" (1 correct / 0 wrong), "problem_id", "agent", "turn", "parsed"}.
+Rows: {"question", "response", "label" (1 correct / 0 wrong), "problem_id", "agent", "turn", "parsed", "solution"}.
+"solution" (the task's worked solution, else "The answer is X.") is what a generative verifier learns to write
+before its verdict.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ def label_rows(transcripts: Iterable[Transcript], task: Task) -> list[dict]:
     rows = []
     for tr in transcripts:
         question = task.render_question(tr.problem)
+        solution, answer = (tr.problem.solution or "").strip(), f"The answer is {tr.problem.answer}."
+        solution = solution if "answer is" in solution else f"{solution} {answer}".strip()
         for turn in tr.answers:
             for a in turn:
                 rows.append(
@@ -31,6 +35,7 @@ def label_rows(transcripts: Iterable[Transcript], task: Task) -> list[dict]:
                         "agent": a.agent,
                         "turn": a.turn,
                         "parsed": a.parsed,
+                        "solution": solution,
                     }
                 )
     return rows

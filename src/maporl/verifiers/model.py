@@ -36,7 +36,8 @@ def encode(tokenizer, pairs: Sequence[tuple[str, str]], device="cpu") -> dict[st
 
 def logits_of(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     """One logit per row, read at the last position (left padding: the last real token)."""
-    out = model.base_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
+    out = model.base_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], position_ids=positions)
     hidden = out.last_hidden_state[:, -1]
     return model.score(hidden).squeeze(-1).float()
 
@@ -71,3 +72,13 @@ class ModelVerifier:
         from maporl.verifiers import score_transcripts
 
         return score_transcripts(transcripts, self.task, self.probabilities)
+
+
+def load_model_verifier(path: str | Path, task=None, device: str = "cpu"):
+    """The verifier a `maporl verifier train` directory holds: generative (maporl_verifier.json) or classifier."""
+    from maporl.verifiers.generative import META_FILE, GenerativeVerifier
+
+    path = Path(path).expanduser()
+    if (path / META_FILE).is_file():
+        return GenerativeVerifier(path, task, device)
+    return ModelVerifier(path, task, device)

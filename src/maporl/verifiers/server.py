@@ -27,10 +27,10 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, device: str
     except ImportError:
         raise UsageError("the verifier server needs FastAPI and uvicorn: `pip install 'maporl[serve]'`") from None
     from maporl.verifiers.api import create_app
-    from maporl.verifiers.model import ModelVerifier
+    from maporl.verifiers.model import load_model_verifier
 
     uvicorn.run(
-        create_app(ModelVerifier(model_dir, device=device), model_dir), host=host, port=port, log_level="warning"
+        create_app(load_model_verifier(model_dir, device=device), model_dir), host=host, port=port, log_level="warning"
     )
 
 

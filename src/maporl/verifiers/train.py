@@ -1,4 +1,4 @@
-"""`maporl verifier train`: fine-tune a sequence classifier on balanced verifier data, calibrate, evaluate.
+"""`maporl verifier train`: fine-tune a verifier (generative or classifier) on balanced data, calibrate, evaluate.
 
 Questions are split by a hash of their text: 80% train, 10% calibration (fits the temperature), 10% test (the
 reported metrics: accuracy at 0.5, ROC-AUC, expected calibration error over 10 bins, a reliability diagram).
@@ -92,11 +92,14 @@ def train_verifier(
     seed: int = 0,
     minutes: float = 0.0,
     quiet: bool = False,
+    kind: str = "generative",
+    samples: int = 1,
 ) -> dict:
-    from transformers import AutoModelForSequenceClassification
-
-    from maporl.models import load_tokenizer, resolve_model_dir
+    """Train a `generative` (solve, then verdict; see verifiers/generative.py) or `classifier` (last-token head)
+    verifier on `base`; calibrate on the calibration split; write the directory, metrics.json, reliability.png."""
+    from maporl.models import load_model, load_tokenizer, resolve_model_dir
     from maporl.utils import progress, seed_everything
+    from maporl.verifiers import generative as gen
 
     seed_everything(seed)
     parts: dict[str, list[dict]] = {"train": [], "calib": [], "test": []}
@@ -106,25 +109,48 @@ def train_verifier(
         raise UsageError("too little verifier data to split train/calibration/test; generate more with --problems")
     path = resolve_model_dir(base)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    torch.nn.init.zeros_(model.score.weight)  # start at P = 0.5 everywhere
+    pairs = lambda part: [(r["question"], r["response"]) for r in part]  # noqa: E731
+    if kind == "classifier":
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        torch.nn.init.zeros_(model.score.weight)  # start at P = 0.5 everywhere
+
+        def loss_of(chunk: list[dict]) -> torch.Tensor:
+            y = torch.tensor([float(r["label"]) for r in chunk])
+            return torch.nn.functional.binary_cross_entropy_with_logits(
+                logits_of(model, encode(tokenizer, pairs(chunk))), y
+            )
+
+        def logits_for(chunk: list[dict]) -> torch.Tensor:
+            return logits_of(model, encode(tokenizer, pairs(chunk)))
+
+    else:
+        model = load_model(path)
+        _, yes, no = gen.verdict_ids(tokenizer)
+        body_tokens = [len(tokenizer(" " + gen.written_part(r), add_special_tokens=False)["input_ids"]) for r in rows]
+        max_new_tokens = max(body_tokens) + 8
+
+        def loss_of(chunk: list[dict]) -> torch.Tensor:
+            return gen.training_loss(model, gen.encode_for_training(tokenizer, chunk), yes, no)[0]
+
+        def logits_for(chunk: list[dict]) -> torch.Tensor:
+            return gen.verdict_logits(model, tokenizer, pairs(chunk), max_new_tokens, samples=samples)[0]
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     rng = random.Random(seed)
     train = parts["train"]
     steps = epochs * math.ceil(len(train) / batch_size)
     started, done = time.time(), 0
     model.train()
-    with progress(steps, "verifier", quiet=quiet) as bar:
+    with progress(steps, f"verifier ({kind})", quiet=quiet) as bar:
         for _ in range(epochs):
             order = rng.sample(train, len(train))
             for start in range(0, len(order), batch_size):
                 if minutes and time.time() - started > 60 * minutes:
                     break
-                chunk = order[start : start + batch_size]
-                enc = encode(tokenizer, [(r["question"], r["response"]) for r in chunk])
-                y = torch.tensor([float(r["label"]) for r in chunk])
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits_of(model, enc), y)
+                loss = loss_of(order[start : start + batch_size])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -135,17 +161,15 @@ def train_verifier(
 
     @torch.no_grad()
     def all_logits(part: list[dict]) -> torch.Tensor:
-        out_logits = []
-        for start in range(0, len(part), 128):
-            chunk = part[start : start + 128]
-            out_logits.append(logits_of(model, encode(tokenizer, [(r["question"], r["response"]) for r in chunk])))
-        return torch.cat(out_logits)
+        return torch.cat([logits_for(part[i : i + 128]) for i in range(0, len(part), 128)])
 
     calib_labels = torch.tensor([float(r["label"]) for r in parts["calib"]])
     temperature = fit_temperature(all_logits(parts["calib"]), calib_labels)
     test_labels = [int(r["label"]) for r in parts["test"]]
     probs = torch.sigmoid(all_logits(parts["test"]) / temperature).tolist()
     metrics = {
+        "kind": kind,
+        "samples": samples if kind == "generative" else None,
         "accuracy": sum((p >= 0.5) == bool(y) for p, y in zip(probs, test_labels, strict=True)) / len(probs),
         "roc_auc": roc_auc(probs, test_labels),
         "ece": ece(probs, test_labels),
@@ -157,8 +181,12 @@ def train_verifier(
         "minutes": round((time.time() - started) / 60, 2),
         "base": str(path),
     }
-    model.config.maporl_temperature = temperature
     out.mkdir(parents=True, exist_ok=True)
+    if kind == "classifier":
+        model.config.maporl_temperature = temperature
+    else:
+        meta = {"kind": kind, "temperature": temperature, "max_new_tokens": max_new_tokens, "samples": samples}
+        (out / gen.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
