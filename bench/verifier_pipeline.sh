@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The learned-verifier pipeline end to end on the embedded model (CPU): roll out the untrained team on training
-# problems, label, balance, train and calibrate the classifier (metrics.json: accuracy, ROC-AUC, ECE), then load-test
-# the HTTP server (2,000 requests from 8 clients). Times each stage.
+# problems, label, balance, train and calibrate the verifier (metrics.json: accuracy, ROC-AUC, ECE), then load-test
+# the HTTP server (REQUESTS requests, default 2000, from 8 clients). Times each stage.
 #
-#   bash bench/verifier_pipeline.sh                 # OUT=runs/verifier PROBLEMS=2000 EPOCHS=3
+#   bash bench/verifier_pipeline.sh                 # OUT=runs/verifier PROBLEMS=2000 EPOCHS=3 REQUESTS=2000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/verifier}"
@@ -19,6 +19,6 @@ t1=$SECONDS
 "$M" verifier balance "$OUT/raw.jsonl" --out "$OUT/balanced.jsonl"
 "$M" verifier train "$OUT/balanced.jsonl" --out "$OUT/model" --epochs "${EPOCHS:-3}" --quiet
 t2=$SECONDS
-"$PY" bench/verifier_load.py --model "$OUT/model"
+"$PY" bench/verifier_load.py --model "$OUT/model" --requests "${REQUESTS:-2000}"
 t3=$SECONDS
 echo "stages: gen-data $((t1 - t0)) s, balance+train $((t2 - t1)) s, load test $((t3 - t2)) s, total $((t3 - t0)) s"

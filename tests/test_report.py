@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +174,39 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert "methods_train_task.png" in " ".join(p.name for p in (out / "plots").iterdir())
     assert "<table>" in page and "maporl_no_incentives" in page
     assert main(argv) == 2 and "already holds results" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+    reason="no Chromium on PATH (apt-get install chromium)",
+)
+def test_report_renders_in_headless_chromium_offline(tmp_path):
+    """The page in a real browser with every network request refused: the plots draw, the transcript browser runs."""
+    fake_run(tmp_path)
+    page = write_report(tmp_path)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.sh"
+    out = tmp_path / "shot.png"
+    subprocess.run(["bash", str(script), str(page), str(out), "1000x1600"], check=True, timeout=120)
+    from matplotlib.image import imread
+
+    pixels = imread(out)
+    assert pixels.shape[:2] == (1600, 1000) and pixels.std() > 0.05  # not a blank page
+    browser = next(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b))
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--proxy-server=127.0.0.1:9",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "3 of 3 transcripts" in dom and dom.count('src="data:image/png;base64,') >= 3

@@ -265,3 +265,34 @@ def test_client_round_trip_and_server_down(server):
     with pytest.raises(UsageError, match="unreachable after 2 tries.*maporl verifier serve"):
         down.probabilities([("q", "r")])
     assert time.time() - start < 5
+
+
+def test_batcher_scores_concurrent_requests_together_and_in_order():
+    from maporl.verifiers.api import Batcher
+
+    calls = []
+
+    def slow_score(pairs):
+        calls.append(len(pairs))
+        time.sleep(0.05)
+        return [float(len(r)) for _, r in pairs]
+
+    batcher = Batcher(slow_score)
+    results = {}
+
+    def client(k):
+        results[k] = batcher([("q", "x" * k), ("q", "y" * (k + 100))])
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == {k: [float(k), float(k + 100)] for k in range(8)}
+    assert sum(calls) == 16 and len(calls) < 8  # later arrivals were scored together
+
+    def broken(pairs):
+        raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        Batcher(broken)([("q", "r")])
