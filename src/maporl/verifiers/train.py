@@ -117,14 +117,12 @@ def train_verifier(
         model.config.pad_token_id = tokenizer.pad_token_id
         torch.nn.init.zeros_(model.score.weight)  # start at P = 0.5 everywhere
 
-        def loss_of(chunk: list[dict]) -> torch.Tensor:
-            y = torch.tensor([float(r["label"]) for r in chunk])
-            return torch.nn.functional.binary_cross_entropy_with_logits(
-                logits_of(model, encode(tokenizer, pairs(chunk))), y
-            )
-
         def logits_for(chunk: list[dict]) -> torch.Tensor:
             return logits_of(model, encode(tokenizer, pairs(chunk)))
+
+        def loss_of(chunk: list[dict]) -> torch.Tensor:
+            y = torch.tensor([float(r["label"]) for r in chunk])
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits_for(chunk), y)
 
     else:
         model = load_model(path)
