@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from maporl.tasks.base import extract_number_answer
+from maporl.verifiers.model import positions_from_mask
 
 PROPOSED = "Proposed:"
 VERDICT = "Verdict:"
@@ -149,20 +150,19 @@ def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample
         tokenizer=tokenizer,
     )
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    # Re-encode the parts separately, exactly as in training, then score the token after "Verdict:".
+    # Encode the parts separately, exactly as in training (the prompt's ids are the unpadded rows of `enc`), then
+    # score the token after "Verdict:".
     seqs = []
-    for prompt, text, (_, response) in zip(prompts, texts, pairs, strict=True):
+    for row, row_mask, text, (_, response) in zip(enc["input_ids"], enc["attention_mask"], texts, pairs, strict=True):
         cut = text.find(PROPOSED)
         written = text[: cut + len(PROPOSED)] if cut >= 0 else text.rstrip() + " " + PROPOSED
-        seqs.append(
-            _ids(tokenizer, prompt) + _ids(tokenizer, written) + _ids(tokenizer, given_part(response)) + shared
-        )
+        prompt_ids = row[row_mask.bool()].tolist()
+        seqs.append(prompt_ids + _ids(tokenizer, written) + _ids(tokenizer, given_part(response)) + shared)
     width = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)
     mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
     last = logits[:, -1].float()
     return (last[:, yes] - last[:, no]).cpu(), texts
 

@@ -34,10 +34,15 @@ def encode(tokenizer, pairs: Sequence[tuple[str, str]], device="cpu") -> dict[st
     return {k: v.to(device) for k, v in enc.items()}
 
 
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids for left-padded rows: each row's real tokens count from 0 (the model's default counts the pads)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def logits_of(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     """One logit per row, read at the last position (left padding: the last real token)."""
-    positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
-    out = model.base_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], position_ids=positions)
+    mask = enc["attention_mask"]
+    out = model.base_model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions_from_mask(mask))
     hidden = out.last_hidden_state[:, -1]
     return model.score(hidden).squeeze(-1).float()
 
