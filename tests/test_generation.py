@@ -67,7 +67,8 @@ def test_two_adapters_generate_in_one_batch(two_adapter_model):
     original = model.generate
     model.generate = lambda **kw: calls.append(kw["adapter_names"]) or original(**kw)
     mixed = gen.generate(_requests(6, [0, 1, 2]))
-    assert calls == [["agent0", "agent1", "__base__"] * 2]  # one generate call, one adapter per row
+    # One generate call, one adapter per row, rows grouped by adapter (the sliced mixed forward)
+    assert calls == [["__base__"] * 2 + ["agent0"] * 2 + ["agent1"] * 2]
     # Each row matches generating it alone with its adapter active: the adapters really are applied per row.
     alone = [gen.generate([r])[0] for r in _requests(6, [0, 1, 2])]
     assert mixed == alone

@@ -174,6 +174,20 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert "methods_train_task.png" in " ".join(p.name for p in (out / "plots").iterdir())
     assert "<table>" in page and "maporl_no_incentives" in page
     assert main(argv) == 2 and "already holds results" in capsys.readouterr().err
+    # --resume: evaluated methods are read back; an interrupted one (no done.json) is run again from scratch.
+    done = out / "maporl" / "seed0" / "done.json"
+    done.unlink()
+    stale = out / "maporl" / "seed0" / "stale.txt"
+    stale.write_text("from the interrupted run")
+    kept = (out / "sft_traces" / "seed0" / "eval_train_task" / "eval.json").stat().st_mtime_ns
+    assert main([*argv[:1], "--resume", *argv[1:]]) == 0
+    assert done.is_file() and not stale.exists()
+    assert (out / "sft_traces" / "seed0" / "eval_train_task" / "eval.json").stat().st_mtime_ns == kept
+    again = json.loads((out / "results.json").read_text())["methods"]
+    assert all(again[m] == results["methods"][m] for m in methods if m != "maporl")  # read back, not rerun
+    assert main([*argv[:1], "--resume", *argv[1:], "discussion.turns=3"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(["reproduce", "--resume", "--out", str(tmp_path / "none")]) == 2
 
 
 @pytest.mark.skipif(

@@ -111,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--methods", help="comma-separated subset of: " + ", ".join(REPRODUCE_METHODS))
     r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
     r.add_argument("--config", help="YAML config the trained methods start from (default: configs/tiny.yaml)")
+    r.add_argument("--resume", action="store_true", help="keep the methods already evaluated in --out, run the rest")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("overrides", nargs="*", metavar="section.key=value")
 
@@ -319,11 +320,22 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     if args.budget_min <= 0:
         raise UsageError("--budget-min must be > 0 minutes, e.g. --budget-min 5")
     out = Path(args.out)
-    if (out / "results.json").exists():
-        raise UsageError(f"{out} already holds results; pass a new --out directory")
+    if (out / "results.json").exists() and not args.resume:
+        raise UsageError(f"{out} already holds results; pass a new --out directory (or --resume to complete it)")
+    if args.resume and not (out / "config.yaml").exists():
+        raise UsageError(f"--resume: {out} holds no reproduce run; drop --resume to start one")
     load_config(args.config, [*args.overrides, f"task.name={args.task}"])  # validate before anything long starts
     results = reproduce(
-        out, args.budget_min, args.task, args.transfer_task, seeds, args.overrides, methods, args.quiet, args.config
+        out,
+        args.budget_min,
+        args.task,
+        args.transfer_task,
+        seeds,
+        args.overrides,
+        methods,
+        args.quiet,
+        args.config,
+        args.resume,
     )
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, plots/ and report.html ({results['minutes']} min)")

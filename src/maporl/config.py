@@ -103,7 +103,7 @@ class AlgoConfig:
     lr_final_ratio: float = opt(1.0, "linear decay to lr * ratio at train.max_steps (1: constant; released code: 0.1)")
     epochs: int = opt(1, "optimisation passes over each step's rollouts")
     minibatches: int = opt(1, "optimizer steps per epoch")
-    micro_batch_size: int = opt(256, "answers per forward/backward (gradient accumulation inside a minibatch)")
+    micro_batch_size: int = opt(32, "answers per forward/backward (gradient accumulation inside a minibatch)")
     clip_eps: float = opt(0.2, "PPO ratio clip")
     value_clip_eps: float = opt(0.2, "PPO value clip")
     vf_coef: float = opt(0.1, "value loss weight (PPO)")

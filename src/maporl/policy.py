@@ -123,6 +123,8 @@ class Policy:
             rows = [r for r in range(e) if self.team.slots[int(batch.agent[r])].model_key == key]
             if not rows:
                 continue
+            # Grouped by adapter: each adapter's rows become a slice in the mixed forward (lora_batch.py).
+            rows.sort(key=lambda r: self.team.slots[int(batch.agent[r])].adapter or "")
             index = torch.tensor(rows)
             ids, attn = batch.input_ids[index].to(model.device), batch.attention_mask[index].to(model.device)
             # The reference is the base: peft's "__base__" rows skip every adapter. (model.disable_adapter() would

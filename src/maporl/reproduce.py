@@ -13,6 +13,7 @@ Writes results.json, results.md, plots and report.html.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -112,20 +113,37 @@ def reproduce(
     methods: tuple[str, ...] = METHODS,
     quiet: bool = False,
     config_path: str | None = None,
+    resume: bool = False,
 ) -> dict:
+    """Run every (seed, method); with `resume`, a (seed, method) already evaluated in `out` is read back instead of
+    run again (a long comparison survives an interruption: only the method in progress is redone)."""
+    from maporl.errors import UsageError
     from maporl.report import write_report
 
     base = load_config(
-        None, [*overrides, f"task.name={task}", f"train.minutes={budget_min}", "train.max_steps=100000"]
+        config_path, [*overrides, f"task.name={task}", f"train.minutes={budget_min}", "train.max_steps=100000"]
     )
+    settings = dump_yaml(base) + f"# transfer task: {transfer_task}\n"
+    saved = out / "config.yaml"
+    if resume and saved.exists() and saved.read_text() != settings:
+        raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_yaml(base))
+    saved.write_text(settings)
     started = time.time()
     scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
     for seed in seeds:
         cfg = load_config(None, [f"seed={seed}"], base=_as_dict(base))
         for method in methods:
             run = out / method / f"seed{seed}"
+            done = run / "done.json"
+            if resume and done.is_file():
+                for key in scores[method]:
+                    scores[method][key].append(json.loads((run / f"eval_{key}" / "eval.json").read_text()))
+                if not quiet:
+                    print(f"  {method:<22} seed {seed}: evaluated before, read back")
+                continue
+            if run.exists():  # a method interrupted part-way starts again from scratch
+                shutil.rmtree(run)
             if method == "untrained":
                 ckpt, team_cfg = None, cfg
             else:
@@ -138,6 +156,7 @@ def reproduce(
                 if not quiet:
                     accs = " / ".join(f"{100 * a:.1f}" for a in m["acc_per_turn"])
                     print(f"  {method:<22} {name:<14} {accs}")
+            done.write_text(json.dumps({"method": method, "seed": seed, "budget_min": budget_min}) + "\n")
     results = {
         "train_task": task,
         "transfer_task": transfer_task,

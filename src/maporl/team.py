@@ -17,6 +17,7 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from maporl import lora_batch
 from maporl.config import Config
 from maporl.errors import UsageError, did_you_mean
 from maporl.generation import Generator
@@ -49,6 +50,7 @@ def _with_adapters(model: PreTrainedModel, names: list[str], cfg: Config) -> Pef
     for name in names[1:]:
         peft_model.add_adapter(name, lora_config(cfg))
     peft_model.eval()
+    lora_batch.install(peft_model)
     return peft_model
 
 

@@ -103,6 +103,9 @@ class HFGenerator:
         for i, r in enumerate(requests):
             by_model.setdefault(self.slots[r.agent].model_key, []).append(i)
         for key, rows in by_model.items():
+            # Rows of one adapter side by side: the mixed-adapter forward then slices instead of gathering
+            # (lora_batch.py). Rows do not depend on their batch mates, so the order changes no output.
+            rows.sort(key=lambda i: self.slots[requests[i].agent].adapter or "")
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start : start + self.batch_size]
                 for i, text in zip(chunk, self._generate(key, [requests[i] for i in chunk]), strict=True):
