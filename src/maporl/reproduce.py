@@ -164,7 +164,8 @@ def reproduce(
         "budget_min": budget_min,
         "eval_problems": base.eval.num_problems,
         "minutes": round((time.time() - started) / 60, 1),
-        "methods": {m: {k: summarize(v) for k, v in s.items()} for m, s in scores.items()},
+        # Table order is METHODS' whatever order they ran in (--methods may put the long ones first)
+        "methods": {m: {k: summarize(v) for k, v in scores[m].items()} for m in METHODS if m in scores},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(results_markdown(results))
