@@ -224,3 +224,38 @@ def test_report_renders_in_headless_chromium_offline(tmp_path):
         check=True,
     ).stdout
     assert "3 of 3 transcripts" in dom and dom.count('src="data:image/png;base64,') >= 3
+
+
+def test_claims_table_hand_computed():
+    from maporl.reproduce import claims_markdown, results_markdown
+
+    def method(train: list[float], transfer: list[float]) -> dict:
+        def task(acc: list[float]) -> dict:
+            zeros = [0.0] * len(acc)
+            return {"acc_mean": acc, "acc_std": zeros, "majority_mean": acc, "majority_std": zeros,
+                    "wrong_to_right_mean": zeros[1:], "wrong_to_right_std": zeros[1:],
+                    "right_to_wrong_mean": zeros[1:], "right_to_wrong_std": zeros[1:]}  # fmt: skip
+
+        return {"train_task": task(train), "transfer_task": task(transfer)}
+
+    results = {
+        "train_task": "arith_chain",
+        "transfer_task": "arith_word",
+        "seeds": [0],
+        "budget_min": 30,
+        "eval_problems": 500,
+        "methods": {
+            "untrained": method([0.40, 0.39, 0.38], [0.40, 0.41, 0.42]),
+            "single_agent_rl": method([0.70, 0.66, 0.65], [0.70, 0.70, 0.70]),
+            "maporl": method([0.60, 0.65, 0.68], [0.60, 0.60, 0.57]),
+        },
+    }
+    table = "\n".join(claims_markdown(results))
+    assert "| (a) untrained team: final − turn 0 | -2.0 | ≤ +1 | met |" in table
+    assert "| (b) MAPoRL − single-agent RL | +3.0 | ≥ +8 | missed |" in table
+    assert "| (c) MAPoRL − untrained | +30.0 | ≥ +15 | met |" in table
+    assert "| (c) MAPoRL: final − turn 0 | +8.0 | ≥ +5 | met |" in table
+    assert "| +15.0 (50%) | ≥ 50% | met |" in table  # (57 − 42) / 30
+    assert table in results_markdown(results)
+    del results["methods"]["single_agent_rl"]
+    assert claims_markdown(results) == []  # a subset of methods: no claims table

@@ -122,7 +122,7 @@ class AlgoConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    max_steps: int = opt(186, "training steps (each: sample, discuss, verify, reward, update every agent)")
+    max_steps: int = opt(312, "training steps (each: sample, discuss, verify, reward, update every agent)")
     minutes: float = opt(0.0, "wall-clock budget; then evaluate, checkpoint and stop (0: no limit)")
     problems_per_step: int = opt(8, "problems sampled per step (each discussed rollouts_per_problem times)")
     agents: tuple[int, ...] = opt((), "agents to train (empty: all); others stay frozen")

@@ -77,6 +77,40 @@ def summarize(per_seed: dict[str, list[dict]]) -> dict:
     return out
 
 
+def claims_markdown(results: dict) -> list[str]:
+    """The paper's four claims as measured differences (final-turn accuracy, points), each beside its target."""
+    m = results["methods"]
+    if not {"untrained", "single_agent_rl", "maporl"} <= m.keys():
+        return []
+
+    # Differences are rounded to the 0.1 point the table shows, so a verdict never disagrees with its number.
+    def final(method: str, key: str = "train_task") -> float:
+        return 100 * m[method][key]["acc_mean"][-1]
+
+    def gain(method: str, key: str = "train_task") -> float:
+        return round(final(method, key) - 100 * m[method][key]["acc_mean"][0], 1)
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "missed"
+
+    over_untrained = round(final("maporl") - final("untrained"), 1)
+    over_single = round(final("maporl") - final("single_agent_rl"), 1)
+    transfer = round(final("maporl", "transfer_task") - final("untrained", "transfer_task"), 1)
+    kept = round(transfer / over_untrained, 4) if over_untrained > 0 else float("nan")
+    return [
+        "### The claims, measured (final turn, points; train task unless marked)\n",
+        "| claim | measured | target | |",
+        "|---|---|---|---|",
+        f"| (a) untrained team: final − turn 0 | {gain('untrained'):+.1f} | ≤ +1 | {mark(gain('untrained') <= 1)} |",
+        f"| (b) MAPoRL − single-agent RL | {over_single:+.1f} | ≥ +8 | {mark(over_single >= 8)} |",
+        f"| (c) MAPoRL − untrained | {over_untrained:+.1f} | ≥ +15 | {mark(over_untrained >= 15)} |",
+        f"| (c) MAPoRL: final − turn 0 | {gain('maporl'):+.1f} | ≥ +5 | {mark(gain('maporl') >= 5)} |",
+        f"| (d) transfer task: MAPoRL − untrained, share of (c) | {transfer:+.1f} ({100 * kept:.0f}%) | ≥ 50% | "
+        f"{mark(kept >= 0.5)} |",
+        "",
+    ]
+
+
 def results_markdown(results: dict) -> str:
     lines = []
     for task_key in ("train_task", "transfer_task"):
@@ -95,6 +129,7 @@ def results_markdown(results: dict) -> str:
                 f"{100 * w2r:.1f} | {100 * r2w:.1f} |"
             )
         lines.append("")
+    lines += claims_markdown(results)
     lines.append(
         f"Seeds {results['seeds']}; {results['budget_min']} min of training per method; "
         f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
@@ -129,7 +164,7 @@ def reproduce(
         raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(settings)
-    started = time.time()
+    started, earlier_minutes = time.time(), 0.0  # minutes of the (seed, method) runs read back, when resuming
     scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
     for seed in seeds:
         cfg = load_config(None, [f"seed={seed}"], base=_as_dict(base))
@@ -137,6 +172,7 @@ def reproduce(
             run = out / method / f"seed{seed}"
             done = run / "done.json"
             if resume and done.is_file():
+                earlier_minutes += json.loads(done.read_text()).get("minutes", 0.0)
                 for key in scores[method]:
                     scores[method][key].append(json.loads((run / f"eval_{key}" / "eval.json").read_text()))
                 if not quiet:
@@ -144,6 +180,7 @@ def reproduce(
                 continue
             if run.exists():  # a method interrupted part-way starts again from scratch
                 shutil.rmtree(run)
+            method_started = time.time()
             if method == "untrained":
                 ckpt, team_cfg = None, cfg
             else:
@@ -156,14 +193,15 @@ def reproduce(
                 if not quiet:
                     accs = " / ".join(f"{100 * a:.1f}" for a in m["acc_per_turn"])
                     print(f"  {method:<22} {name:<14} {accs}")
-            done.write_text(json.dumps({"method": method, "seed": seed, "budget_min": budget_min}) + "\n")
+            minutes = round((time.time() - method_started) / 60, 1)
+            done.write_text(json.dumps({"method": method, "seed": seed, "budget_min": budget_min, "minutes": minutes}))
     results = {
         "train_task": task,
         "transfer_task": transfer_task,
         "seeds": seeds,
         "budget_min": budget_min,
         "eval_problems": base.eval.num_problems,
-        "minutes": round((time.time() - started) / 60, 1),
+        "minutes": round(earlier_minutes + (time.time() - started) / 60, 1),
         # Table order is METHODS' whatever order they ran in (--methods may put the long ones first)
         "methods": {m: {k: summarize(v) for k, v in scores[m].items()} for m in METHODS if m in scores},
     }
