@@ -70,6 +70,61 @@ def test_bad_verifier_data(tmp_path, content, fragment):
         read_rows(path)
 
 
+def _steps_ok(text):
+    import re
+
+    steps = re.findall(r"(-?\d+)([+-])(\d+)=(-?\d+)\.", text)
+    return [(int(a) + int(b) if o == "+" else int(a) - int(b)) == int(c) for a, o, b, c in steps]
+
+
+def test_slipped_solution_has_one_wrong_step_carried_forward():
+    import random
+
+    from maporl.verifiers.data import slipped_solution
+
+    rng = random.Random(0)
+    for _ in range(50):
+        s = slipped_solution(rng, "17+25=42. 42-9=33. 33+5=38. The answer is 38.")
+        assert _steps_ok(s).count(False) == 1, s
+        first, *rest = s.split(". ")
+        assert first.startswith("17+25=") and s != "17+25=42. 42-9=33. 33+5=38. The answer is 38."
+        # later steps start from the previous (possibly wrong) result, and the final answer is the last result
+        values = [step.split("=")[1] for step in s.split(" The")[0].rstrip(".").split(". ")]
+        assert s.endswith(f"The answer is {values[-1]}.") and values[-1] != "38"
+    assert slipped_solution(rng, "The answer is 4.") is None
+
+
+def test_practice_rows_are_balanced_labelled_and_filtered():
+    from maporl.tasks import get_task
+    from maporl.verifiers.data import practice_rows
+    from maporl.verifiers.train import part_of
+
+    task = get_task("arith_chain")
+    rows = practice_rows(task, 200, seed=3, keep=lambda q: part_of(q) == "train")
+    assert len(rows) == 200 and practice_rows(task, 200, seed=3, keep=lambda q: part_of(q) == "train") == rows
+    assert sum(r["label"] for r in rows) == 100
+    problems = {p.question: p for p in task.sample(600, seed=20_003, split="train")}
+    for r in rows:
+        p = problems[r["question"]]
+        assert part_of(r["question"]) == "train" and r["solution"] == p.solution
+        assert r["label"] == int(task.extract_answer(r["response"]) == p.answer)
+        if r["response"][0].isdigit():  # a worked solution: right, or with exactly one slipped step
+            assert _steps_ok(r["response"]).count(False) == 1 - r["label"]
+    styles = {r["response"].split(".")[0][:10] for r in rows}
+    assert {"I keep my ", "I go with ", "I agree wi"} <= styles
+    assert len({r["question"] for r in rows}) == 200
+
+
+def test_practice_needs_the_generative_verifier(tmp_path, capsys):
+    (tmp_path / "d.jsonl").write_text(json.dumps(row("q", "r", 1)) + "\n")
+    argv = ["verifier", "train", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "v"), "--practice", "10"]
+    assert main([*argv, "--kind", "classifier"]) == 2
+    assert "--practice needs --kind generative" in capsys.readouterr().err
+    assert main([*argv[:-1], "-1"]) == 2
+    assert "--practice >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tiny_model_dir):
     """gen-data -> balance -> train on the random tiny model (labels forced to vary: a random model is never right)."""
@@ -126,9 +181,10 @@ def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
         "--base",
         str(tiny_model_dir),
     ]
-    assert main([*argv, "--quiet", "--epochs", "6", "--lr", "3e-3", "--batch-size", "16"]) == 0
+    assert main([*argv, "--quiet", "--epochs", "6", "--lr", "3e-3", "--batch-size", "16", "--practice", "0"]) == 0
     metrics = json.loads((pipeline / "g" / "metrics.json").read_text())
     assert metrics["kind"] == "generative" and metrics["roc_auc"] > 0.9, metrics
+    assert metrics["num_practice"] == 0
     assert (pipeline / "g" / META_FILE).is_file()
 
     from maporl.models import load_tokenizer
@@ -154,6 +210,22 @@ def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
     scores = v.score([Transcript(Problem("p", "What is 1+1?", "2", "t"), answers)] * 2)
     assert scores.shape == (2, 3, 2) and ((scores >= 0) & (scores <= 1)).all()
     assert (scores[:, 1:] > scores[:, :1]).all()
+
+
+def test_practice_rows_join_every_step_and_never_leak(pipeline, tiny_model_dir, tmp_path):
+    from maporl.tasks import get_task
+    from maporl.verifiers.data import practice_rows
+    from maporl.verifiers.train import part_of, train_verifier
+
+    rows = [json.loads(line) for line in (pipeline / "bal.jsonl").read_text().splitlines()]
+    practice = practice_rows(get_task("arith_chain"), 24, seed=0, keep=lambda q: part_of(q) == "train")
+    m = train_verifier(
+        rows, str(tiny_model_dir), tmp_path / "v", epochs=1, batch_size=64, quiet=True, practice=practice
+    )
+    assert m["num_practice"] == 24 and m["steps"] == -(-m["num_train"] // 64)
+    leak = [dict(practice[0], question=next(r["question"] for r in rows if part_of(r["question"]) == "test"))]
+    with pytest.raises(ValueError, match="1 practice questions are in the calibration or test split"):
+        train_verifier(rows, str(tiny_model_dir), tmp_path / "w", epochs=1, quiet=True, practice=leak)
 
 
 def test_model_verifier_scores_shape_and_range(pipeline, tiny_model_dir):

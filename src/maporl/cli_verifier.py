@@ -8,6 +8,8 @@ from pathlib import Path
 
 from maporl.errors import UsageError
 
+DEFAULT_PRACTICE = 16000  # synthetic practice rows for the generative verifier (docs/verifier.md: measured)
+
 
 def add_parser(sub) -> None:
     v = sub.add_parser("verifier", help="learned verifier: gen-data, balance, train, serve")
@@ -42,6 +44,13 @@ def add_parser(sub) -> None:
         default=1,
         help="generative: solutions per score (1 = greedy; k > 1 samples k and averages the verdicts, k times slower)",
     )
+    t.add_argument(
+        "--practice",
+        type=int,
+        help="generative: N synthetic rows on fresh training problems of --task (half right, half wrong): solving "
+        f"practice beyond the rollouts, spread over the steps (default {DEFAULT_PRACTICE}; classifier: 0)",
+    )
+    t.add_argument("--task", help="task the practice rows come from (task.name; default arith_chain)")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget for training (0: none)")
     t.add_argument("--seed", type=int, default=0)
@@ -71,9 +80,22 @@ def run(args: argparse.Namespace) -> None:
         from maporl.verifiers.data import read_rows
         from maporl.verifiers.train import train_verifier
 
-        if args.epochs < 1 or args.batch_size < 1 or args.samples < 1 or args.lr <= 0:
-            raise UsageError("--epochs, --batch-size and --samples must be >= 1 and --lr > 0")
+        if args.practice is None:
+            args.practice = DEFAULT_PRACTICE if args.kind == "generative" else 0
+        if args.epochs < 1 or args.batch_size < 1 or args.samples < 1 or args.lr <= 0 or args.practice < 0:
+            raise UsageError("--epochs, --batch-size and --samples must be >= 1, --practice >= 0 and --lr > 0")
+        if args.practice and args.kind != "generative":
+            raise UsageError("--practice needs --kind generative (the classifier cannot solve; see docs/verifier.md)")
         rows = read_rows(Path(args.data))
+        practice = None
+        if args.practice:
+            from maporl.config import Config
+            from maporl.tasks import get_task
+            from maporl.verifiers.data import practice_rows
+            from maporl.verifiers.train import part_of
+
+            task = get_task(args.task or Config().task.name)
+            practice = practice_rows(task, args.practice, args.seed, keep=lambda q: part_of(q) == "train")
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):
             raise UsageError(f"{out} is not empty; pass a new --out directory")
@@ -89,6 +111,7 @@ def run(args: argparse.Namespace) -> None:
             args.quiet,
             args.kind,
             args.samples,
+            practice,
         )
         print(json.dumps(metrics, indent=2))
         print(f"wrote {out} (metrics.json, reliability.png)")

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from maporl.errors import UsageError
 from maporl.records import Transcript
 from maporl.tasks import Task
+
+_STEP = re.compile(r"(-?\d+)([+-])(\d+)=(-?\d+)\.")
+# Shares of the synthetic response styles, close to the balanced rollout data of the embedded team (59% worked
+# solutions; the rest agree with a peer, keep the own answer or follow the majority).
+PRACTICE_STYLES = {"solve": 0.6, "agree": 0.25, "keep": 0.1, "majority": 0.05}
 
 
 def label_rows(transcripts: Iterable[Transcript], task: Task) -> list[dict]:
@@ -100,3 +106,69 @@ def balance(rows: list[dict], seed: int = 0) -> tuple[list[dict], dict]:
         "output_correct": sum(r["label"] for r in out),
     }
     return out, counts
+
+
+def slipped_solution(rng: random.Random, solution: str) -> str | None:
+    """The worked solution with one step's result off by 1-10, later steps computed from the wrong value (the
+    commonest error of the embedded team: 95% of its wrong worked solutions have such a slip). None when the
+    solution has no `a+b=c.` steps."""
+    steps = _STEP.findall(solution)
+    if not steps:
+        return None
+    k = rng.randrange(len(steps))
+    value, out = int(steps[0][0]), []
+    for i, (_, sign, term, _) in enumerate(steps):
+        new = value + int(term) if sign == "+" else value - int(term)
+        if i == k:
+            new += rng.choice([d for d in range(-10, 11) if d])
+        out.append(f"{value}{sign}{term}={new}.")
+        value = new
+    return " ".join(out) + f" The answer is {value}."
+
+
+def practice_rows(task: Task, n: int, seed: int, keep: Callable[[str], bool] = lambda q: True) -> list[dict]:
+    """`n` synthetic verifier rows on fresh training-split problems whose question passes `keep`, half right and
+    half wrong: a worked solution (right, or with one slipped step) or a short discussion answer ("I agree with
+    Agent 2. The answer is X.", X right or off by 1-10). They give the verifier solving practice on many more
+    problems than the rollouts cover; the labels come from the ground truth like the rollouts'. Needs integer
+    answers."""
+    from maporl.prompts import agent_label
+
+    rng = random.Random(f"practice/{seed}")
+    problems = [
+        p for p in task.sample(2 * n + 100, seed=20_000 + seed, split="train") if keep(task.render_question(p))
+    ]
+    rows = []
+    for i, problem in enumerate(problems[:n]):
+        if not re.fullmatch(r"-?\d+", problem.answer):
+            raise UsageError(f"--practice needs a task with integer answers; {task.name} has {problem.answer!r}")
+        label = i % 2  # balanced
+        answer = problem.answer if label else str(int(problem.answer) + rng.choice([d for d in range(-10, 11) if d]))
+        style = rng.choices(list(PRACTICE_STYLES), weights=list(PRACTICE_STYLES.values()))[0]
+        solution = (problem.solution or "").strip()
+        slipped = slipped_solution(rng, solution) if style == "solve" and solution else None
+        if style == "solve" and label:
+            response = solution
+        elif style == "solve" and slipped:
+            response = slipped
+        elif style == "keep":
+            response = f"I keep my answer. The answer is {answer}."
+        elif style == "majority":
+            response = f"I go with the majority. The answer is {answer}."
+        else:
+            response = f"I agree with {agent_label(rng.randrange(3))}. The answer is {answer}."
+        label = int(task.is_correct(task.extract_answer(response), problem))
+        target = solution if "answer is" in solution else f"{solution} The answer is {problem.answer}.".strip()
+        rows.append(
+            {
+                "question": task.render_question(problem),
+                "response": response,
+                "label": label,
+                "problem_id": problem.id,
+                "practice": True,
+                "solution": target,
+            }
+        )
+    if len(rows) < n:
+        raise UsageError(f"{task.name} has too few training problems for --practice {n}; pass a smaller --practice")
+    return rows

@@ -94,9 +94,12 @@ def train_verifier(
     quiet: bool = False,
     kind: str = "generative",
     samples: int = 1,
+    practice: list[dict] | None = None,
 ) -> dict:
     """Train a `generative` (solve, then verdict; see verifiers/generative.py) or `classifier` (last-token head)
-    verifier on `base`; calibrate on the calibration split; write the directory, metrics.json, reliability.png."""
+    verifier on `base`; calibrate on the calibration split; write the directory, metrics.json, reliability.png.
+    `practice` rows (synthetic, `data.practice_rows`; training split only) are spread evenly over the steps, each
+    seen once, on top of the `batch_size` rollout rows of every step."""
     from maporl.models import load_model, load_tokenizer, resolve_model_dir
     from maporl.utils import progress, seed_everything
     from maporl.verifiers import generative as gen
@@ -140,6 +143,11 @@ def train_verifier(
     rng = random.Random(seed)
     train = parts["train"]
     steps = epochs * math.ceil(len(train) / batch_size)
+    practice = rng.sample(practice or [], len(practice or []))
+    leaked = {r["question"] for r in practice} & {r["question"] for r in parts["calib"] + parts["test"]}
+    if leaked:
+        raise ValueError(f"{len(leaked)} practice questions are in the calibration or test split")
+    per_step = math.ceil(len(practice) / steps)
     started, done = time.time(), 0
     model.train()
     with progress(steps, f"verifier ({kind})", quiet=quiet) as bar:
@@ -148,7 +156,8 @@ def train_verifier(
             for start in range(0, len(order), batch_size):
                 if minutes and time.time() - started > 60 * minutes:
                     break
-                loss = loss_of(order[start : start + batch_size])
+                extra = practice[done * per_step : (done + 1) * per_step]
+                loss = loss_of(order[start : start + batch_size] + extra)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -174,6 +183,7 @@ def train_verifier(
         "num_eval": len(probs),
         "num_train": len(train),
         "num_calibration": len(parts["calib"]),
+        "num_practice": len(practice),
         "temperature": temperature,
         "steps": done,
         "minutes": round((time.time() - started) / 60, 2),
