@@ -37,6 +37,9 @@ MB = 1_000_000
         ("The answer is 0.125", "0.125"),
         ("The answer is -0.0", "0"),
         ("The answer is 007.", "7"),
+        ("The answer is 16 - that is all.", "16"),
+        ("The answer is 16. 16-14=2 was a check.", "16"),
+        ("The answer is 5, 6 was wrong.", "5"),
     ],
 )
 def test_extracts_normal_answers(text, expected):
@@ -70,6 +73,13 @@ def test_answer_phrase_takes_priority_over_other_markers():
         "\\boxed{x}",
         "\\boxed{12",
         "####",
+        # an expression after the phrase is not a final answer (RL drifted into such suffixes when they parsed)
+        "The answer is 16-14.",
+        "The answer is 42-48",
+        "The answer is 12 - 3 = 9.",
+        "The answer is 3 x 4",
+        "#### 6+1",
+        "The answer is 2026-11-27",
     ],
 )
 def test_no_answer_phrase_gives_none(text):

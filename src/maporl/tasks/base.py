@@ -19,9 +19,13 @@ Split = Literal["train", "eval"]
 MAX_DIGITS = 30  # longer numbers are treated as unparseable: no huge-int arithmetic on model output
 _TAIL_CHARS = 4096  # the final answer sits at the end; scanning a bounded tail keeps parsing O(1) on huge outputs
 _NUM = r"(-?\$?\d[\d,]*(?:\.\d+)?)"
+# A final answer is a number, not the start of an expression: "The answer is 16-14." does not parse. A lenient
+# parse (16) let RL drift into trailing junk that earned full reward until the junk ate the answer (seen in a
+# 3,000-step single-agent GRPO run: "The answer is 42-48." for 150 steps, then "The answer is 4" for "47").
+_END = r"(?![\d,]|\.\d|\s*[-+*/x×÷^=]\s*\$?\d)"
 _ANSWER_PATTERNS = (
-    re.compile(r"answer is\s*:?\s*" + _NUM, re.IGNORECASE),
-    re.compile(r"####\s*" + _NUM),
+    re.compile(r"answer is\s*:?\s*" + _NUM + _END, re.IGNORECASE),
+    re.compile(r"####\s*" + _NUM + _END),
     re.compile(r"\\boxed\{\s*" + _NUM + r"\s*\}"),
 )
 _LABEL_RE = re.compile(r"answer is\s*:?\s*[*\"'`]*([A-Za-z]+)", re.IGNORECASE)
