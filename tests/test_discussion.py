@@ -131,3 +131,19 @@ def test_base_sft_data_comes_from_the_train_split_only():
         question = prompt[0]["content"].split("\n")[0]
         assert split_of(question) == "train"
         assert "The answer is" in target
+
+
+def test_an_answer_cut_off_at_max_new_tokens_has_no_final_answer():
+    from maporl.generation import completion
+
+    class CutGenerator(ScriptedGenerator):
+        def generate(self, requests):  # agent 0 is always cut off, even though its text holds an answer
+            return [completion(t, r.agent == 0) for t, r in zip(super().generate(requests), requests, strict=True)]
+
+    gen = CutGenerator()
+    transcripts = discussion.run(PROBLEMS, TASK, gen, DiscussionConfig(num_agents=2, turns=2), seed=0)
+    first = transcripts[0].answers[0]
+    assert (first[0].parsed, first[0].truncated, first[1].parsed, first[1].truncated) == (None, True, "1", False)
+    assert type(first[0].response) is str and first[0].response == "The answer is 0."
+    # at turn 1 agent 1 sees agent 0's answer as missing
+    assert "The answer is 0" not in gen.calls[1][1].messages[0]["content"]

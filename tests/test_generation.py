@@ -33,6 +33,15 @@ def _requests(n: int, agents: list[int]) -> list[GenRequest]:
     return [GenRequest(first_turn_prompt(f"What is {k}+{k}-1?"), agents[k % len(agents)], 1000 + k) for k in range(n)]
 
 
+def test_answers_cut_off_at_max_new_tokens_are_marked(tiny_model_dir):
+    model, tok = load_base(str(tiny_model_dir))
+    reqs = _requests(4, [0])
+    short = HFGenerator({"m": model}, {"m": tok}, [AgentSlot("m")], max_new_tokens=2, batch_size=4).generate(reqs)
+    assert all(c.truncated for c in short)  # a random model does not end its turn within 2 tokens
+    longer = HFGenerator({"m": model}, {"m": tok}, [AgentSlot("m")], max_new_tokens=12, batch_size=4).generate(reqs)
+    assert [c[: len(s)] for c, s in zip(longer, short, strict=True)] == list(short)  # same seeds, same start
+
+
 def test_same_seed_same_text_regardless_of_batch(tiny_model_dir):
     model, tok = load_base(str(tiny_model_dir))
     reqs = _requests(6, [0])

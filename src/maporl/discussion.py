@@ -56,9 +56,12 @@ def run(
             turn = []
             for i in range(n):
                 r, text = requests[b * n + i], texts[b * n + i]
-                turn.append(
-                    Answer(agent=i, turn=t, prompt=r.messages, response=text, parsed=task.extract_answer(text))
-                )
+                # An answer cut off at max_new_tokens has no final answer, whatever it contains (as TRL's
+                # mask_truncated_completions and DAPO's overlong filtering): otherwise RL drifts into answers
+                # that repeat "The answer is N." until the limit (seen in single-agent GRPO after ~1,000 steps).
+                cut = getattr(text, "truncated", False)
+                parsed = None if cut else task.extract_answer(text)
+                turn.append(Answer(i, t, r.messages, str(text), parsed, truncated=cut))
             history[b].append(tuple(turn))
         faults.point("generation")
     return [Transcript(problem=p, answers=tuple(h)) for p, h in zip(problems, history, strict=True)]

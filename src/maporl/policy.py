@@ -60,7 +60,9 @@ def encode_episodes(
         answer = transcripts[b].answers[t][i]
         prompt = tokenizer.apply_chat_template(list(answer.prompt), add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(answer.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        answer_ids = tokenizer(answer.response, add_special_tokens=False)["input_ids"]
+        if not answer.truncated:  # a cut-off answer never sampled the end token: do not train on one
+            answer_ids.append(tokenizer.eos_token_id)
         rows.append(prompt_ids + answer_ids)
         answer_lens.append(len(answer_ids))
         pads.append(tokenizer.pad_token_id)

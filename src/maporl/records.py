@@ -25,6 +25,7 @@ class Answer:
     prompt: tuple[dict[str, str], ...]  # chat messages the agent saw
     response: str  # raw generated text
     parsed: str | None  # final answer extracted by the task's safe parser (None: no parseable answer)
+    truncated: bool = False  # cut off at generation.max_new_tokens before the end-of-turn token
 
 
 @dataclass(frozen=True)

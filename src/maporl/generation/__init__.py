@@ -9,6 +9,19 @@ from typing import Protocol
 from maporl.prompts import Messages
 
 
+class Completion(str):
+    """Generated text that also says whether it was cut off at max_new_tokens (no end-of-turn token). A str, so
+    generators that do not know (test fakes) can return plain strings: those count as finished."""
+
+    truncated: bool = False
+
+
+def completion(text: str, truncated: bool) -> Completion:
+    c = Completion(text)
+    c.truncated = truncated
+    return c
+
+
 @dataclass(frozen=True)
 class GenRequest:
     """One answer to generate: the chat messages, which agent speaks, and the row's own sampling seed."""

@@ -13,7 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
-from maporl.generation import GenRequest
+from maporl.generation import GenRequest, completion
 
 _M32 = 0xFFFFFFFF
 
@@ -139,4 +139,7 @@ class HFGenerator:
         new_tokens = generated[:, enc["input_ids"].shape[1] :]
         ended = (new_tokens == tokenizer.eos_token_id).int().cumsum(1)
         self.tokens_generated += int(((ended == 0) | ((ended == 1) & (new_tokens == tokenizer.eos_token_id))).sum())
-        return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        # generate() runs until every row has ended or max_new_tokens: a row with no end token was cut off.
+        cut = (ended[:, -1] == 0).tolist() if new_tokens.shape[1] else [False] * len(requests)
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [completion(t, c) for t, c in zip(texts, cut, strict=True)]

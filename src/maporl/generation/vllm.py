@@ -92,6 +92,10 @@ class VLLMGenerator:
         ]
         loras = [self.lora.get(self.team.slots[r.agent].adapter or "") for r in requests]
         outputs = self.engine.generate(prompts, params, lora_request=loras, use_tqdm=False)
-        texts = [o.outputs[0].text for o in outputs]
+        from maporl.generation import completion
+
+        texts = [
+            completion(o.outputs[0].text, getattr(o.outputs[0], "finish_reason", "stop") == "length") for o in outputs
+        ]
         self.tokens_generated += sum(len(o.outputs[0].token_ids) for o in outputs)
         return texts
