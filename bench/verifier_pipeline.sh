@@ -3,7 +3,7 @@
 # problems, label, balance, train and calibrate the verifier (metrics.json: accuracy, ROC-AUC, ECE), then load-test
 # the HTTP server (REQUESTS requests, default 2000, from 8 clients). Times each stage.
 #
-#   bash bench/verifier_pipeline.sh                 # OUT=runs/verifier PROBLEMS=2000 EPOCHS=3 REQUESTS=2000
+#   bash bench/verifier_pipeline.sh        # OUT=runs/verifier PROBLEMS=2000 EPOCHS=3 PRACTICE=(default) REQUESTS=2000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/verifier}"
@@ -17,7 +17,8 @@ t0=$SECONDS
 "$M" verifier gen-data --quiet --problems "${PROBLEMS:-2000}" --out "$OUT/raw.jsonl"
 t1=$SECONDS
 "$M" verifier balance "$OUT/raw.jsonl" --out "$OUT/balanced.jsonl"
-"$M" verifier train "$OUT/balanced.jsonl" --out "$OUT/model" --epochs "${EPOCHS:-3}" --quiet
+"$M" verifier train "$OUT/balanced.jsonl" --out "$OUT/model" --epochs "${EPOCHS:-3}" --quiet \
+  ${PRACTICE:+--practice "$PRACTICE"}
 t2=$SECONDS
 "$PY" bench/verifier_load.py --model "$OUT/model" --requests "${REQUESTS:-2000}"
 t3=$SECONDS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 import time
@@ -15,7 +16,7 @@ import torch
 from maporl.cli import main
 from maporl.errors import UsageError
 from maporl.verifiers.data import balance, read_rows
-from maporl.verifiers.train import ece, fit_temperature, roc_auc
+from maporl.verifiers.train import ece, fit_calibration, fit_temperature, roc_auc
 
 
 def row(q, r, y):
@@ -52,6 +53,14 @@ def test_metrics_by_hand():
     logits, labels = torch.tensor([4.0, -4.0, 4.0, -4.0]), torch.tensor([1.0, 0.0, 0.0, 1.0])
     assert fit_temperature(logits, labels) > 5  # confidently wrong half the time: flatten
     assert fit_temperature(torch.tensor([0.1, -0.1] * 5), torch.tensor([1.0, 0.0] * 5)) < 0.2  # always right: sharpen
+    # A verifier that leans to "Yes": logits 0-3 on wrong answers and 1-4 on right ones. The best calibration puts
+    # P = 0.5 at logit 2 (b = -2 / T); a temperature alone keeps it at 0.
+    logits = torch.tensor([0.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0])
+    labels = torch.tensor([0.0] * 4 + [1.0] * 4)
+    t, b = fit_calibration(logits, labels)
+    assert -b * t == pytest.approx(2.0, abs=0.15)
+    t, b = fit_calibration(torch.tensor([2.0, 2.0, 2.0, 2.0]), torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    assert 1 / (1 + math.exp(-(2.0 / t + b))) == pytest.approx(0.25, abs=0.02)  # one in four right: P ~ 0.25
 
 
 @pytest.mark.parametrize(

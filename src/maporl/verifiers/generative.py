@@ -11,8 +11,8 @@ where X is the response's final answer, written in for the verifier so that the 
 values. Training targets come from the ground truth (the task's worked solution, the label); the loss is next-token
 cross-entropy on the target plus a binary cross-entropy on the verdict logit, so the verdict is trained directly.
 
-Saved as a normal Hugging Face causal-LM directory plus `maporl_verifier.json` (kind, temperature, max_new_tokens,
-samples).
+Saved as a normal Hugging Face causal-LM directory plus `maporl_verifier.json` (kind, temperature, bias,
+max_new_tokens, samples).
 """
 
 from __future__ import annotations
@@ -178,6 +178,7 @@ class GenerativeVerifier:
         self.model, self.tokenizer = load_base(str(path), device=device)
         self.model.eval()
         self.temperature = float(meta.get("temperature", 1.0))
+        self.bias = float(meta.get("bias", 0.0))  # absent in directories written before Platt scaling
         self.max_new_tokens = int(meta.get("max_new_tokens", 64))
         self.samples = int(meta.get("samples", 1))
         self.task, self.device, self.batch_size = task, device, batch_size
@@ -189,7 +190,7 @@ class GenerativeVerifier:
             logit, _ = verdict_logits(
                 self.model, self.tokenizer, chunk, self.max_new_tokens, self.device, self.samples
             )
-            out += torch.sigmoid(logit / self.temperature).tolist()
+            out += torch.sigmoid(logit / self.temperature + self.bias).tolist()
         return out
 
     def score(self, transcripts) -> torch.Tensor:

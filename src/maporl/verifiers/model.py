@@ -1,8 +1,8 @@
 """A learned verifier: P(correct | question, response) from a sequence classifier built on a chat base model.
 
 The classifier reads the chat-formatted question and the response (left-padded, so the last position is the last
-response token) and outputs one logit; P = sigmoid(logit / T), with the temperature T fitted on held-out data and
-stored in the model's config (`maporl_temperature`). Saved and loaded as a normal Hugging Face directory
+response token) and outputs one logit; P = sigmoid(logit / T + b), with T and b fitted on held-out data and
+stored in the model's config (`maporl_temperature`, `maporl_bias`). Saved and loaded as a normal Hugging Face directory
 (AutoModelForSequenceClassification).
 """
 
@@ -63,6 +63,7 @@ class ModelVerifier:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.temperature = float(getattr(self.model.config, "maporl_temperature", 1.0))
+        self.bias = float(getattr(self.model.config, "maporl_bias", 0.0))
         self.task, self.device, self.batch_size = task, device, batch_size
 
     @torch.no_grad()
@@ -70,7 +71,7 @@ class ModelVerifier:
         out: list[float] = []
         for start in range(0, len(pairs), self.batch_size):
             enc = encode(self.tokenizer, pairs[start : start + self.batch_size], self.device)
-            out += torch.sigmoid(logits_of(self.model, enc) / self.temperature).tolist()
+            out += torch.sigmoid(logits_of(self.model, enc) / self.temperature + self.bias).tolist()
         return out
 
     def score(self, transcripts) -> torch.Tensor:
