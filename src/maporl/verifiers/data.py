@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from maporl.base.data import wrong_answer
 from maporl.errors import UsageError
 from maporl.records import Transcript
 from maporl.tasks import Task
@@ -120,7 +121,7 @@ def slipped_solution(rng: random.Random, solution: str) -> str | None:
     for i, (_, sign, term, _) in enumerate(steps):
         new = value + int(term) if sign == "+" else value - int(term)
         if i == k:
-            new += rng.choice([d for d in range(-10, 11) if d])
+            new = int(wrong_answer(rng, str(new)))
         out.append(f"{value}{sign}{term}={new}.")
         value = new
     return " ".join(out) + f" The answer is {value}."
@@ -143,7 +144,7 @@ def practice_rows(task: Task, n: int, seed: int, keep: Callable[[str], bool] = l
         if not re.fullmatch(r"-?\d+", problem.answer):
             raise UsageError(f"--practice needs a task with integer answers; {task.name} has {problem.answer!r}")
         label = i % 2  # balanced
-        answer = problem.answer if label else str(int(problem.answer) + rng.choice([d for d in range(-10, 11) if d]))
+        answer = problem.answer if label else wrong_answer(rng, problem.answer)
         style = rng.choices(list(PRACTICE_STYLES), weights=list(PRACTICE_STYLES.values()))[0]
         solution = (problem.solution or "").strip()
         slipped = slipped_solution(rng, solution) if style == "solve" and solution else None

