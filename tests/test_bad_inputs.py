@@ -126,6 +126,11 @@ CASES = [
     ),
     ("verifier dir missing", ["train", "--quiet", M, "--out", "elsewhere/r2", "verifier.kind=model"], "verifier.path"),
     ("reproduce bad seeds", ["reproduce", "--seeds", "a,b"], "comma-separated integers"),
+    (
+        "same-problems baseline without maporl",
+        ["reproduce", "--methods", "single_agent_rl_same_problems", "--out", "runs/rep"],
+        "add maporl to --methods",
+    ),
 ]
 
 

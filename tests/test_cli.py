@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +146,13 @@ def test_train_then_eval_and_discuss_the_checkpoint(tiny_model_dir, tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "time/step" in r] == [1, 2]
     assert {"reward/mean", "train/acc/turn1", "time/generation", "time/update", "loss/policy"} <= set(rows[0])
+    # Every logged key is defined in docs/metrics.md (agent and turn indices written as {i} and {t}).
+    docs = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
+    for key in {k for r in rows for k in r}:
+        generic = re.sub(r"turn\d+", "turn{t}", re.sub(r"agent\d+", "agent{i}", key))
+        assert f"`{generic}`" in docs, f"{key} is logged but not defined in docs/metrics.md"
+    # A truncated answer has no final answer, so it is counted as invalid too.
+    assert all(0.0 <= r["train/truncated_rate"] <= r["train/invalid_rate"] <= 1.0 for r in rows if "time/step" in r)
     assert "eval/acc/turn1" in rows[-1]
     # A run directory is a checkpoint: eval and discuss take its agents, turns and model from config.yaml.
     r = maporl(

@@ -17,6 +17,7 @@ import yaml
 from maporl import sft
 from maporl.cli import main
 from maporl.report import markdown_to_html, write_report
+from maporl.reproduce import steps_trained
 from maporl.tasks import get_task
 
 HOSTILE = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -160,7 +161,14 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    methods = ["untrained", "single_agent_rl", "sft_traces", "maporl", "maporl_no_incentives"]
+    methods = [
+        "untrained",
+        "single_agent_rl",
+        "single_agent_rl_same_problems",
+        "sft_traces",
+        "maporl",
+        "maporl_no_incentives",
+    ]
     assert list(results["methods"]) == methods
     for m in methods:
         for key in ("train_task", "transfer_task"):
@@ -168,6 +176,11 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     single = yaml.safe_load((out / "single_agent_rl" / "seed0" / "config.yaml").read_text())
     assert single["discussion"]["num_agents"] == 1 and single["discussion"]["turns"] == 1  # trained alone, turn 0
     assert (out / "single_agent_rl" / "seed0" / "eval_train_task" / "eval.json").is_file()
+    # The same-problems baseline ran after maporl, for exactly maporl's steps, so on the same problems.
+    same = out / "single_agent_rl_same_problems" / "seed0"
+    maporl_steps = steps_trained(out / "maporl" / "seed0")
+    assert maporl_steps >= 1 and steps_trained(same) == maporl_steps
+    assert yaml.safe_load((same / "config.yaml").read_text())["train"]["max_steps"] == maporl_steps
     table = (out / "results.md").read_text()
     assert all(f"| {m} |" in table for m in methods) and "arith_word" in table
     page = (out / "report.html").read_text()
@@ -252,10 +265,14 @@ def test_claims_table_hand_computed():
     }
     table = "\n".join(claims_markdown(results))
     assert "| (a) untrained team: final − turn 0 | -2.0 | ≤ +1 | met |" in table
-    assert "| (b) MAPoRL − single-agent RL | +3.0 | ≥ +8 | missed |" in table
+    assert "| (b) MAPoRL − single-agent RL, same minutes | +3.0 | ≥ +8 | missed |" in table
+    assert "same problems" not in table  # that baseline was not run
     assert "| (c) MAPoRL − untrained | +30.0 | ≥ +15 | met |" in table
     assert "| (c) MAPoRL: final − turn 0 | +8.0 | ≥ +5 | met |" in table
     assert "| +15.0 (50%) | ≥ 50% | met |" in table  # (57 − 42) / 30
     assert table in results_markdown(results)
+    results["methods"]["single_agent_rl_same_problems"] = method([0.55, 0.56, 0.58], [0.5, 0.5, 0.5])
+    table = "\n".join(claims_markdown(results))
+    assert "| (b) MAPoRL − single-agent RL on the same problems | +10.0 | ≥ +8 | met |" in table
     del results["methods"]["single_agent_rl"]
     assert claims_markdown(results) == []  # a subset of methods: no claims table

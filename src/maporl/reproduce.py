@@ -6,7 +6,10 @@ T turns on the same held-out problems of the training task and of a transfer tas
 - single_agent_rl: one agent trained alone on turn-0 answers with the same RL algorithm, copied into every seat;
 - sft_traces: naive SFT on the base team's discussions whose final answers are all correct (sft.py);
 - maporl: co-training with the MAPoRL reward (the config as given);
-- maporl_no_incentives: the same with corrective/persuasive weights 0.
+- maporl_no_incentives: the same with corrective/persuasive weights 0;
+- single_agent_rl_same_problems: single_agent_rl trained for as many steps as maporl took on that seed, so on the same
+  training problems with the same rollouts (the same seed and step draw the same problems). A wall-clock budget gives
+  single-agent RL about N x T times more problems, since each of its steps samples one answer per rollout, not N x T.
 Writes results.json, results.md, plots and report.html.
 """
 
@@ -20,9 +23,13 @@ from pathlib import Path
 
 from maporl.config import Config, dump_yaml, load_config
 
-METHODS = ("untrained", "single_agent_rl", "sft_traces", "maporl", "maporl_no_incentives")
+SAME_PROBLEMS = "single_agent_rl_same_problems"
+# Table order; SAME_PROBLEMS runs after maporl, whose step count it takes.
+METHODS = ("untrained", "single_agent_rl", SAME_PROBLEMS, "sft_traces", "maporl", "maporl_no_incentives")
+SINGLE_AGENT = ("single_agent_rl", SAME_PROBLEMS)
 TRAINING_OVERRIDES = {
     "single_agent_rl": ["discussion.num_agents=1", "discussion.turns=1"],
+    SAME_PROBLEMS: ["discussion.num_agents=1", "discussion.turns=1", "train.minutes=0"],
     "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
 }
 
@@ -49,12 +56,20 @@ def _as_dict(cfg: Config) -> dict:
     return yaml.safe_load(dump_yaml(cfg))
 
 
-def _train(method: str, cfg: Config, run_dir: Path, quiet: bool) -> tuple[Path, Config]:
-    """Train one method; returns its checkpoint and the team config to evaluate it with."""
+def steps_trained(run: Path) -> int:
+    """Training steps a finished run took (its last metrics row with a step time)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return max((r["step"] for r in rows if "time/step" in r), default=0)
+
+
+def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0) -> tuple[Path, Config]:
+    """Train one method (for `steps` steps where given, else the config's budget); returns its checkpoint and the
+    team config to evaluate it with."""
     from maporl import trainer
     from maporl.sft import train_sft
 
-    train_cfg = load_config(None, TRAINING_OVERRIDES.get(method, []), base=_as_dict(cfg))
+    extra = [f"train.max_steps={steps}"] if steps else []
+    train_cfg = load_config(None, [*TRAINING_OVERRIDES.get(method, []), *extra], base=_as_dict(cfg))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_yaml(train_cfg))
     if method == "sft_traces":
@@ -62,7 +77,7 @@ def _train(method: str, cfg: Config, run_dir: Path, quiet: bool) -> tuple[Path, 
     else:
         result = trainer.train(train_cfg, run_dir, quiet=quiet, final_eval=False)
     team_cfg = cfg
-    if method == "single_agent_rl":  # the lone agent's adapter in every seat
+    if method in SINGLE_AGENT:  # the lone agent's adapter in every seat
         team_cfg = load_config(None, ["discussion.adapters=shared"], base=_as_dict(cfg))
     return result["checkpoint"], team_cfg
 
@@ -97,12 +112,17 @@ def claims_markdown(results: dict) -> list[str]:
     over_single = round(final("maporl") - final("single_agent_rl"), 1)
     transfer = round(final("maporl", "transfer_task") - final("untrained", "transfer_task"), 1)
     kept = round(transfer / over_untrained, 4) if over_untrained > 0 else float("nan")
+    same = []
+    if SAME_PROBLEMS in m:
+        d = round(final("maporl") - final(SAME_PROBLEMS), 1)
+        same = [f"| (b) MAPoRL − single-agent RL on the same problems | {d:+.1f} | ≥ +8 | {mark(d >= 8)} |"]
     return [
         "### The claims, measured (final turn, points; train task unless marked)\n",
         "| claim | measured | target | |",
         "|---|---|---|---|",
         f"| (a) untrained team: final − turn 0 | {gain('untrained'):+.1f} | ≤ +1 | {mark(gain('untrained') <= 1)} |",
-        f"| (b) MAPoRL − single-agent RL | {over_single:+.1f} | ≥ +8 | {mark(over_single >= 8)} |",
+        f"| (b) MAPoRL − single-agent RL, same minutes | {over_single:+.1f} | ≥ +8 | {mark(over_single >= 8)} |",
+        *same,
         f"| (c) MAPoRL − untrained | {over_untrained:+.1f} | ≥ +15 | {mark(over_untrained >= 15)} |",
         f"| (c) MAPoRL: final − turn 0 | {gain('maporl'):+.1f} | ≥ +5 | {mark(gain('maporl') >= 5)} |",
         f"| (d) transfer task: MAPoRL − untrained, share of (c) | {transfer:+.1f} ({100 * kept:.0f}%) | ≥ 50% | "
@@ -130,8 +150,9 @@ def results_markdown(results: dict) -> str:
             )
         lines.append("")
     lines += claims_markdown(results)
+    same = f" ({SAME_PROBLEMS}: as many steps as maporl)" if SAME_PROBLEMS in results["methods"] else ""
     lines.append(
-        f"Seeds {results['seeds']}; {results['budget_min']} min of training per method; "
+        f"Seeds {results['seeds']}; {results['budget_min']} min of training per method{same}; "
         f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
         "share of answers over all turn pairs)."
     )
@@ -162,13 +183,20 @@ def reproduce(
     saved = out / "config.yaml"
     if resume and saved.exists() and saved.read_text() != settings:
         raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
+    if SAME_PROBLEMS in methods and "maporl" not in methods:
+        missing = [s for s in seeds if not (out / "maporl" / f"seed{s}" / "done.json").is_file()]
+        if missing:
+            raise UsageError(
+                f"{SAME_PROBLEMS} trains for as many steps as maporl took, and {out} has no finished maporl run "
+                f"for seed(s) {missing}: add maporl to --methods"
+            )
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(settings)
     started, earlier_minutes = time.time(), 0.0  # minutes of the (seed, method) runs read back, when resuming
     scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
     for seed in seeds:
         cfg = load_config(None, [f"seed={seed}"], base=_as_dict(base))
-        for method in methods:
+        for method in sorted(methods, key=lambda m: m == SAME_PROBLEMS):  # stable: the rest keep their order
             run = out / method / f"seed{seed}"
             done = run / "done.json"
             if resume and done.is_file():
@@ -176,7 +204,7 @@ def reproduce(
                 for key in scores[method]:
                     scores[method][key].append(json.loads((run / f"eval_{key}" / "eval.json").read_text()))
                 if not quiet:
-                    print(f"  {method:<22} seed {seed}: evaluated before, read back")
+                    print(f"  {method:<29} seed {seed}: evaluated before, read back")
                 continue
             if run.exists():  # a method interrupted part-way starts again from scratch
                 shutil.rmtree(run)
@@ -186,13 +214,14 @@ def reproduce(
             else:
                 if not quiet:
                     print(f"[{(time.time() - started) / 60:.1f} min] seed {seed}: training {method}")
-                ckpt, team_cfg = _train(method, cfg, run, quiet)
+                steps = max(1, steps_trained(out / "maporl" / f"seed{seed}")) if method == SAME_PROBLEMS else 0
+                ckpt, team_cfg = _train(method, cfg, run, quiet, steps)
             for key, name in (("train_task", task), ("transfer_task", transfer_task)):
                 m = _evaluate(team_cfg, ckpt, name, run / f"eval_{key}")
                 scores[method][key].append(m)
                 if not quiet:
                     accs = " / ".join(f"{100 * a:.1f}" for a in m["acc_per_turn"])
-                    print(f"  {method:<22} {name:<14} {accs}")
+                    print(f"  {method:<29} {name:<14} {accs}")
             minutes = round((time.time() - method_started) / 60, 1)
             done.write_text(json.dumps({"method": method, "seed": seed, "budget_min": budget_min, "minutes": minutes}))
     results = {

@@ -131,6 +131,10 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
                 for t in range(turns):
                     row[f"reward/agent{i}/turn{t}"] = rewards[:, i, t].mean().item()
             row |= {f"train/acc/turn{t}": labels[:, :, t].mean().item() for t in range(turns)}
+            # Drift into over-long or unparseable answers shows here long before accuracy collapses.
+            answers = [a for tr in transcripts for turn in tr.answers for a in turn]
+            row["train/truncated_rate"] = sum(a.truncated for a in answers) / len(answers)
+            row["train/invalid_rate"] = 1.0 - valid.float().mean().item()
             row |= {f"incentive/{k}": v for k, v in incentive_counts(correct, r.convention).items()}
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
