@@ -27,9 +27,10 @@ SAME_PROBLEMS = "single_agent_rl_same_problems"
 # Table order; SAME_PROBLEMS runs after maporl, whose step count it takes.
 METHODS = ("untrained", "single_agent_rl", SAME_PROBLEMS, "sft_traces", "maporl", "maporl_no_incentives")
 SINGLE_AGENT = ("single_agent_rl", SAME_PROBLEMS)
+ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
 TRAINING_OVERRIDES = {
-    "single_agent_rl": ["discussion.num_agents=1", "discussion.turns=1"],
-    SAME_PROBLEMS: ["discussion.num_agents=1", "discussion.turns=1", "train.minutes=0"],
+    "single_agent_rl": ALONE,
+    SAME_PROBLEMS: [*ALONE, "train.minutes=0"],
     "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
 }
 
