@@ -40,6 +40,7 @@ def test_team_metrics_by_hand():
         m["wrong_to_right"][0] - m["right_to_wrong"][0]
     )
     assert m["consensus_per_turn"] == [0.0, 0.0]
+    assert m["any_correct_per_turn"] == [1.0, 1.0]
     assert m["parse_rate"] == pytest.approx(11 / 12)
     assert m["num_problems"] == 2
     assert "majority vote" in format_table(m)
@@ -48,3 +49,16 @@ def test_team_metrics_by_hand():
 def test_consensus_needs_everyone_to_agree_on_a_parsed_answer():
     trs = [transcript("3", [["3", "3"]]), transcript("3", [[None, None]]), transcript("3", [["4", "4"]])]
     assert team_metrics(trs, TASK)["consensus_per_turn"] == [pytest.approx(2 / 3)]
+
+
+def test_any_correct_counts_problems_where_at_least_one_agent_is_right():
+    # A: one of three right at turn 0, nobody at turn 1; B: nobody, then two; C: nobody at either turn.
+    trs = [
+        transcript("3", [["1", "3", None], ["1", "1", "1"]]),
+        transcript("5", [["4", "4", "4"], ["5", "5", "4"]]),
+        transcript("7", [[None, None, None], ["6", "6", "6"]]),
+    ]
+    m = team_metrics(trs, TASK)
+    assert m["any_correct_per_turn"] == [pytest.approx(1 / 3), pytest.approx(1 / 3)]
+    assert m["acc_per_turn"] == [pytest.approx(1 / 9), pytest.approx(2 / 9)]
+    assert "any agent right" in format_table(m)

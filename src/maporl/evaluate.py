@@ -1,4 +1,5 @@
-"""Team metrics of a set of discussions: accuracy per agent x turn, majority vote, transitions, consensus.
+"""Team metrics of a set of discussions: accuracy per agent x turn, majority vote, transitions, consensus, and how
+often at least one agent is right (the most a discussion can recover).
 
 Transition rates are fractions of all (problem, agent) pairs, so acc[t] - acc[t-1] == wrong_to_right[t-1] -
 right_to_wrong[t-1] exactly.
@@ -42,6 +43,8 @@ def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
         / b
         for t in range(turns)
     ]
+    # Discussion can only spread a right answer some agent already has: this is its ceiling (pass@N at turn 0).
+    any_correct = [sum(any(c[i][t] for i in range(n)) for c in correct) / b for t in range(turns)]
     pairs = b * n
     w2r = [sum(not c[i][t - 1] and c[i][t] for c in correct for i in range(n)) / pairs for t in range(1, turns)]
     r2w = [sum(c[i][t - 1] and not c[i][t] for c in correct for i in range(n)) / pairs for t in range(1, turns)]
@@ -56,6 +59,7 @@ def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
         "wrong_to_right": w2r,
         "right_to_wrong": r2w,
         "consensus_per_turn": consensus,
+        "any_correct_per_turn": any_correct,
         "parse_rate": parsed / (pairs * turns),
     }
 
@@ -70,6 +74,8 @@ def format_table(m: dict) -> str:
     rows.append(f"{'team mean':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["acc_per_turn"]))
     rows.append(f"{'majority vote':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["majority_per_turn"]))
     rows.append(f"{'consensus':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["consensus_per_turn"]))
+    if "any_correct_per_turn" in m:  # eval.json files written before it was added lack it
+        rows.append(f"{'any agent right':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["any_correct_per_turn"]))
     rows.append(f"{'wrong->right':<16}{'':>9}" + "".join(f"{100 * a:>8.1f}%" for a in m["wrong_to_right"]))
     rows.append(f"{'right->wrong':<16}{'':>9}" + "".join(f"{100 * a:>8.1f}%" for a in m["right_to_wrong"]))
     rows.append(f"problems: {m['num_problems']}, answers parsed: {100 * m['parse_rate']:.1f}%")

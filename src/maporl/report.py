@@ -208,6 +208,8 @@ def metrics_table(m: dict) -> str:
         ("majority vote", m["majority_per_turn"]),
     ]
     rows += [("consensus", m["consensus_per_turn"])]
+    if "any_correct_per_turn" in m:  # absent from eval.json files written before it was added
+        rows += [("any agent right", m["any_correct_per_turn"])]
     rows += [("wrong→right", [None, *m["wrong_to_right"]]), ("right→wrong", [None, *m["right_to_wrong"]])]
     body = "".join(
         f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{'' if v is None else f'{100 * v:.1f}%'}</td>" for v in vs)
