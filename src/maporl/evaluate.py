@@ -64,20 +64,30 @@ def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
     }
 
 
+def table_rows(m: dict) -> list[tuple[str, list[float | None]]]:
+    """The rows of a metrics table (one value per turn; None where a transition has no earlier turn), shared by the
+    text table below and the report's HTML table."""
+    rows: list[tuple[str, list[float | None]]] = [
+        (f"agent {i + 1}", accs) for i, accs in enumerate(m["acc_per_agent_turn"])
+    ]
+    rows += [
+        ("team mean", m["acc_per_turn"]),
+        ("majority vote", m["majority_per_turn"]),
+        ("consensus", m["consensus_per_turn"]),
+    ]
+    if "any_correct_per_turn" in m:  # eval.json files written before it was added lack it
+        rows.append(("any agent right", m["any_correct_per_turn"]))
+    rows += [("wrong→right", [None, *m["wrong_to_right"]]), ("right→wrong", [None, *m["right_to_wrong"]])]
+    return rows
+
+
 def format_table(m: dict) -> str:
     """A plain-text table: one row per agent and the team rows, one column per turn."""
-    turns = m["num_turns"]
-    head = f"{'':<16}" + "".join(f"{'turn ' + str(t):>9}" for t in range(turns))
-    rows = [head]
-    for i, accs in enumerate(m["acc_per_agent_turn"]):
-        rows.append(f"{'agent ' + str(i + 1):<16}" + "".join(f"{100 * a:>8.1f}%" for a in accs))
-    rows.append(f"{'team mean':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["acc_per_turn"]))
-    rows.append(f"{'majority vote':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["majority_per_turn"]))
-    rows.append(f"{'consensus':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["consensus_per_turn"]))
-    if "any_correct_per_turn" in m:  # eval.json files written before it was added lack it
-        rows.append(f"{'any agent right':<16}" + "".join(f"{100 * a:>8.1f}%" for a in m["any_correct_per_turn"]))
-    rows.append(f"{'wrong->right':<16}{'':>9}" + "".join(f"{100 * a:>8.1f}%" for a in m["wrong_to_right"]))
-    rows.append(f"{'right->wrong':<16}{'':>9}" + "".join(f"{100 * a:>8.1f}%" for a in m["right_to_wrong"]))
+    head = f"{'':<16}" + "".join(f"{'turn ' + str(t):>9}" for t in range(m["num_turns"]))
+    rows = [head] + [
+        f"{name.replace('→', '->'):<16}" + "".join(f"{'':>9}" if v is None else f"{100 * v:>8.1f}%" for v in vs)
+        for name, vs in table_rows(m)
+    ]
     rows.append(f"problems: {m['num_problems']}, answers parsed: {100 * m['parse_rate']:.1f}%")
     return "\n".join(rows)
 

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from maporl.errors import UsageError
+from maporl.evaluate import table_rows
 
 MAX_TRANSCRIPTS = 300  # embedded in the page; the JSONL files keep them all
 
@@ -203,17 +204,9 @@ def _img(path: Path) -> str:
 def metrics_table(m: dict) -> str:
     turns = range(m["num_turns"])
     head = "<tr><th></th>" + "".join(f"<th>turn {t}</th>" for t in turns) + "</tr>"
-    rows = [(f"agent {i + 1}", accs) for i, accs in enumerate(m["acc_per_agent_turn"])] + [
-        ("team mean", m["acc_per_turn"]),
-        ("majority vote", m["majority_per_turn"]),
-    ]
-    rows += [("consensus", m["consensus_per_turn"])]
-    if "any_correct_per_turn" in m:  # absent from eval.json files written before it was added
-        rows += [("any agent right", m["any_correct_per_turn"])]
-    rows += [("wrong→right", [None, *m["wrong_to_right"]]), ("right→wrong", [None, *m["right_to_wrong"]])]
     body = "".join(
         f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{'' if v is None else f'{100 * v:.1f}%'}</td>" for v in vs)
-        for name, vs in rows
+        for name, vs in table_rows(m)
     )
     return f"<table>{head}{body}</table><p class='meta'>{m['num_problems']} problems</p>"
 
