@@ -131,6 +131,11 @@ def test_practice_needs_the_generative_verifier(tmp_path, capsys):
     assert "--practice needs --kind generative" in capsys.readouterr().err
     assert main([*argv[:-1], "-1"]) == 2
     assert "--practice >= 0" in capsys.readouterr().err
+    assert main([*argv, "--lr-final-ratio", "2"]) == 2
+    assert "--lr-final-ratio must be in [0, 1], got 2.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse choices
+        main([*argv, "--score", "vibes"])
+    assert exit_info.value.code == 2 and "invalid choice: 'vibes'" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
 
 
@@ -164,6 +169,22 @@ def test_trained_verifier_directory_and_metrics(pipeline):
     assert model.config.num_labels == 1 and model.config.maporl_temperature > 0
 
 
+def test_solve_metrics_by_hand():
+    from maporl.verifiers.train import solve_metrics
+
+    rows = [{"solution": f"1+2=3. The answer is {a}.", "label": y} for a, y in [(3, 1), (3, 0), (5, 1), (5, 0)]]
+    # The verifier's own solution is right on rows 0 and 3; what follows "Proposed:" is not its own.
+    written = ["1+2=3. The answer is 3. Proposed: 9", "The answer is 4. Proposed: 3", "nothing", "The answer is 5."]
+    probs = [0.9, 0.2, 0.1, 0.6]
+    # Own right: rows 0 (right answer, 0.9) and 3 (wrong, 0.6): 1.0. Own wrong: rows 1 (wrong, 0.2), 2 (right, 0.1).
+    m = solve_metrics(rows, written, probs)
+    assert m == {"own_solve_rate": 0.5, "roc_auc_own_right": 1.0, "roc_auc_own_wrong": 0.0}
+    # All solved: positives 0.9, 0.1 against negatives 0.2, 0.6 win 2 of 4 pairs; no unsolved rows.
+    m = solve_metrics(rows, [written[0]] * 2 + [written[3]] * 2, probs)
+    assert m == {"own_solve_rate": 1.0, "roc_auc_own_right": 0.5, "roc_auc_own_wrong": None}
+    assert solve_metrics([{"label": 1}], ["3"], [0.5]) == {}  # old data without worked solutions
+
+
 def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
     """Solve-then-verdict verifier: targets are the worked solution + "Verdict: Yes/No"; here the label follows the
     "!" rule and the solution is left out, so the random model must learn the verdict from the response alone."""
@@ -190,9 +211,24 @@ def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
         "--base",
         str(tiny_model_dir),
     ]
-    assert main([*argv, "--quiet", "--epochs", "6", "--lr", "3e-3", "--batch-size", "16", "--practice", "0"]) == 0
+    flags = [
+        "--quiet",
+        "--epochs",
+        "6",
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "16",
+        "--practice",
+        "0",
+        "--score",
+        "verdict",
+        "--lr-final-ratio",
+        "1",
+    ]
+    assert main([*argv, *flags]) == 0
     metrics = json.loads((pipeline / "g" / "metrics.json").read_text())
-    assert metrics["kind"] == "generative" and metrics["roc_auc"] > 0.9, metrics
+    assert metrics["kind"] == "generative" and metrics["score"] == "verdict" and metrics["roc_auc"] > 0.9, metrics
     assert metrics["num_practice"] == 0
     assert (pipeline / "g" / META_FILE).is_file()
 
@@ -219,6 +255,43 @@ def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
     scores = v.score([Transcript(Problem("p", "What is 1+1?", "2", "t"), answers)] * 2)
     assert scores.shape == (2, 3, 2) and ((scores >= 0) & (scores <= 1)).all()
     assert (scores[:, 1:] > scores[:, :1]).all()
+
+
+def test_answer_score_reads_agreement_with_the_verifiers_own_answer(pipeline, tiny_model_dir, tmp_path):
+    """The `answer` score is the likelihood the verifier gives the response's answer after its own solution. Wrong
+    answers are no training target there, so the verifier learns to write its own answer; here its solution is
+    always "The answer is 7.", and responses answering 7 are right."""
+    from maporl.models import load_tokenizer
+    from maporl.verifiers.generative import answer_span, encode_for_training, verdict_logits
+    from maporl.verifiers.model import load_model_verifier
+
+    rows = [json.loads(line) for line in (pipeline / "bal.jsonl").read_text().splitlines()]
+    for k, r in enumerate(rows):
+        r["solution"] = "The answer is 7."
+        r["response"] = f"so. The answer is {7 if r['label'] else 10 + k % 80}."
+    tok = load_tokenizer(tiny_model_dir)
+    pick = [next(r for r in rows if r["label"]), next(r for r in rows if not r["label"])]
+    batch = encode_for_training(tok, pick)
+    written = tok(" The answer is 7. Proposed:", add_special_tokens=False)["input_ids"]
+    for i, r in enumerate(pick):  # the answer " X." is a target only when it is right
+        n = int((batch["labels"][i] == -100).cumprod(0).sum())  # the prompt's length
+        start, end = answer_span(tok, written, r["response"])
+        answer = tok.decode(batch["input_ids"][i, n + start : n + end])
+        assert (answer == " 7.") == bool(r["label"]) and answer == r["response"][len("so. The answer is") :]
+        assert (batch["labels"][i, n + start : n + end] == -100).all() != bool(r["label"])
+    path = tmp_path / "a"
+    argv = ["verifier", "train", "-", "--out", str(path), "--base", str(tiny_model_dir), "--quiet", "--practice", "0"]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv[2] = str(tmp_path / "a.jsonl")
+    assert main([*argv, "--epochs", "6", "--lr", "3e-3", "--batch-size", "16"]) == 0
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["score"] == "answer" and metrics["roc_auc"] > 0.9 and metrics["own_solve_rate"] > 0.9, metrics
+    v = load_model_verifier(path)
+    assert v.score_kind == "answer"
+    right, wrong = v.probabilities([("What is 3+4?", "The answer is 7."), ("What is 3+4?", "The answer is 8.")])
+    assert 0 <= wrong < right <= 1
+    with pytest.raises(ValueError, match="unknown verifier score 'vibes'"):
+        verdict_logits(v.model, v.tokenizer, [("q", "r")], 8, score="vibes")
 
 
 def test_practice_rows_join_every_step_and_never_leak(pipeline, tiny_model_dir, tmp_path):

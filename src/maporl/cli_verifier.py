@@ -34,15 +34,28 @@ def add_parser(sub) -> None:
         "--kind",
         default="generative",
         choices=["generative", "classifier"],
-        help="generative: solves the problem, then a Yes/No verdict (default); classifier: a last-token head",
+        help="generative: solves, then judges the answer against its own (default); classifier: a last-token head",
     )
     t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument(
+        "--lr-final-ratio",
+        type=float,
+        default=0.1,
+        help="the learning rate decays linearly to lr x this by the last step (1 = constant; default 0.1)",
+    )
     t.add_argument(
         "--samples",
         type=int,
         default=1,
-        help="generative: solutions per score (1 = greedy; k > 1 samples k and averages the verdicts, k times slower)",
+        help="generative: solutions per score (1 = greedy; k > 1 samples k and averages the scores, k times slower)",
+    )
+    t.add_argument(
+        "--score",
+        choices=["answer", "verdict"],
+        default="answer",
+        help="generative: what P(correct) is calibrated from: the likelihood the verifier gives the response's answer"
+        " after its own solution (answer, default) or its Yes/No verdict (verdict); see docs/verifier.md",
     )
     t.add_argument(
         "--practice",
@@ -84,6 +97,8 @@ def run(args: argparse.Namespace) -> None:
             args.practice = DEFAULT_PRACTICE if args.kind == "generative" else 0
         if args.epochs < 1 or args.batch_size < 1 or args.samples < 1 or args.lr <= 0 or args.practice < 0:
             raise UsageError("--epochs, --batch-size and --samples must be >= 1, --practice >= 0 and --lr > 0")
+        if not 0 <= args.lr_final_ratio <= 1:
+            raise UsageError(f"--lr-final-ratio must be in [0, 1], got {args.lr_final_ratio}")
         if args.practice and args.kind != "generative":
             raise UsageError("--practice needs --kind generative (the classifier cannot solve; see docs/verifier.md)")
         rows = read_rows(Path(args.data))
@@ -112,6 +127,8 @@ def run(args: argparse.Namespace) -> None:
             args.kind,
             args.samples,
             practice,
+            args.lr_final_ratio,
+            args.score,
         )
         print(json.dumps(metrics, indent=2))
         print(f"wrote {out} (metrics.json, reliability.png)")

@@ -1,5 +1,6 @@
 """A generative verifier (GenRM-CoT, Zhang et al. 2024, arXiv 2408.15240): the verifier LM first solves the problem
-itself, then gives a verdict; P(correct) = sigmoid((logit(" Yes") - logit(" No")) / T) at the verdict position.
+itself, then judges the response's answer against its own; P(correct) = sigmoid(score / T + b), with the score
+below and T, b fitted on held-out data (Platt scaling).
 
 Why not only a classifier head: on the embedded arithmetic task, whether "The answer is 7" is right depends on
 a+b-c, which a 1.5M-parameter model cannot compute in one forward pass (a last-token classifier stayed at ROC-AUC
@@ -10,9 +11,16 @@ a+b-c, which a 1.5M-parameter model cannot compute in one forward pass (a last-t
 where X is the response's final answer, written in for the verifier so that the verdict compares two adjacent
 values. Training targets come from the ground truth (the task's worked solution, the label); the loss is next-token
 cross-entropy on the target plus a binary cross-entropy on the verdict logit, so the verdict is trained directly.
+X is a target only when it is right, so after "Proposed:" the verifier learns to write its own answer.
+
+Two scores can be read from the same forward pass (`score`): `answer` (the default for new verifiers), the
+log-likelihood of " X." there, high when X agrees with the verifier's own answer; or `verdict`, logit(" Yes") -
+logit(" No") after "Verdict:". Why `answer`: the verifier solved 94% of the test questions itself, but its verdict
+still said Yes to near misses (33 proposed against its own 32), ROC-AUC 0.82; copying a number it has just written
+is what even this model does reliably, ROC-AUC 0.97 (docs/verifier.md).
 
 Saved as a normal Hugging Face causal-LM directory plus `maporl_verifier.json` (kind, temperature, bias,
-max_new_tokens, samples).
+max_new_tokens, samples, score).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from maporl.verifiers.model import positions_from_mask
 PROPOSED = "Proposed:"
 VERDICT = "Verdict:"
 META_FILE = "maporl_verifier.json"
+SCORES = ("answer", "verdict")
 _LABEL = re.compile(r"answer is\s*:?\s*[*\"'`]*([A-Za-z]+)", re.IGNORECASE)
 
 
@@ -61,6 +70,13 @@ def given_part(response: str) -> str:
     return f" {proposed_answer(response)}. {VERDICT}"
 
 
+def answer_span(tokenizer, written_ids: list[int], response: str) -> tuple[int, int]:
+    """Token positions [start, end), counted from the start of the verifier's written part, of the response's
+    answer and the period after it (" 33." in " 33. Verdict:"; the period marks where the number ends)."""
+    start = len(written_ids)
+    return start, start + len(_ids(tokenizer, f" {proposed_answer(response)}."))
+
+
 def verdict_ids(tokenizer) -> tuple[list[int], int, int]:
     """(shared prefix, yes id, no id): " Yes" and " No" tokenized and split at their first differing token (a
     tokenizer may give the space its own token). The verdict is read at that token."""
@@ -86,9 +102,10 @@ def encode_for_training(tokenizer, rows: Sequence[dict], max_tokens: int = 768) 
     """Right-padded prompt + target; `labels` cover the target, `verdict_at` is the position whose next-token
     logits give the verdict, `y` the label."""
     shared, yes, no = verdict_ids(tokenizer)
-    seqs, n_prompt = [], []
+    seqs, n_prompt, r_written = [], [], []
     for r in rows:
-        target = _ids(tokenizer, " " + written_part(r)) + _ids(tokenizer, given_part(r["response"])) + shared
+        r_written.append(_ids(tokenizer, " " + written_part(r)))
+        target = r_written[-1] + _ids(tokenizer, given_part(r["response"])) + shared
         prompt = _ids(tokenizer, prompt_text(tokenizer, r["question"], r["response"]))
         prompt = prompt[-max(8, max_tokens - len(target) - 1) :]  # keep the end of an overlong prompt
         seqs.append(prompt + target + [yes if r["label"] else no])
@@ -102,6 +119,11 @@ def encode_for_training(tokenizer, rows: Sequence[dict], max_tokens: int = 768) 
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
         labels[i, n : len(s)] = ids[i, n : len(s)]
+        if not rows[i]["label"]:
+            # A wrong answer after "Proposed:" is no target: the verifier learns to write its own answer there, so
+            # the likelihood it gives the response's answer measures agreement (the `answer` score).
+            span = answer_span(tokenizer, r_written[i], rows[i]["response"])
+            labels[i, n + span[0] : n + span[1]] = -100
     verdict_at = torch.tensor([len(s) - 2 for s in seqs])
     y = torch.tensor([float(r["label"]) for r in rows])
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "verdict_at": verdict_at, "y": y}
@@ -120,22 +142,32 @@ def training_loss(model, batch: dict[str, torch.Tensor], yes: int, no: int) -> t
 
 @torch.no_grad()
 def verdict_logits(
-    model, tokenizer, pairs: Sequence[tuple[str, str]], max_new_tokens: int, device="cpu", samples: int = 1
+    model,
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    max_new_tokens: int,
+    device="cpu",
+    samples: int = 1,
+    score: str = "verdict",
 ) -> tuple[torch.Tensor, list[str]]:
     """The verifier writes its solution up to "Proposed:" (greedy; or `samples` solutions sampled at temperature 1,
-    whose verdict logits are averaged: a vote over its own solutions); the response's answer and "Verdict:" are
-    written in. Returns (logit(" Yes") - logit(" No") at the verdict, per pair; the texts the verifier wrote)."""
+    whose scores are averaged: a vote over its own solutions); the response's answer and "Verdict:" are written in.
+    Returns (one uncalibrated score per pair; the texts the verifier wrote). The score is, by `score`:
+    `verdict`: logit(" Yes") - logit(" No") at the verdict; `answer`: the log-likelihood the verifier gives the
+    response's answer (and the period after it) right after its own solution, which is high when the two agree."""
+    if score not in SCORES:
+        raise ValueError(f"unknown verifier score {score!r}; choose one of {', '.join(SCORES)}")
     if samples <= 1:
-        return _verdict_logits(model, tokenizer, pairs, max_new_tokens, device, sample=False)
+        return _verdict_logits(model, tokenizer, pairs, max_new_tokens, device, False, score)
     rows = [p for p in pairs for _ in range(samples)]
     # A fixed seed in a forked RNG: the same pairs get the same score, and the caller's RNG stream is untouched.
     with torch.random.fork_rng(devices=[device] if str(device).startswith("cuda") else []):
         torch.manual_seed(0)
-        logits, texts = _verdict_logits(model, tokenizer, rows, max_new_tokens, device, sample=True)
+        logits, texts = _verdict_logits(model, tokenizer, rows, max_new_tokens, device, True, score)
     return logits.reshape(len(pairs), samples).mean(-1), texts
 
 
-def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample: bool):
+def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample: bool, score: str):
     shared, yes, no = verdict_ids(tokenizer)
     tokenizer.padding_side = "left"
     prompts = [prompt_text(tokenizer, q, r) for q, r in pairs]
@@ -152,19 +184,29 @@ def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     # Encode the parts separately, exactly as in training (the prompt's ids are the unpadded rows of `enc`), then
     # score the token after "Verdict:".
-    seqs = []
+    seqs, spans = [], []
     for row, row_mask, text, (_, response) in zip(enc["input_ids"], enc["attention_mask"], texts, pairs, strict=True):
         cut = text.find(PROPOSED)
         written = text[: cut + len(PROPOSED)] if cut >= 0 else text.rstrip() + " " + PROPOSED
         prompt_ids = row[row_mask.bool()].tolist()
-        seqs.append(prompt_ids + _ids(tokenizer, written) + _ids(tokenizer, given_part(response)) + shared)
+        written_ids = _ids(tokenizer, written)
+        start, end = answer_span(tokenizer, written_ids, response)
+        spans.append((len(prompt_ids) + start, len(prompt_ids) + end))
+        seqs.append(prompt_ids + written_ids + _ids(tokenizer, given_part(response)) + shared)
     width = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=device)
     mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
-    last = logits[:, -1].float()
-    return (last[:, yes] - last[:, no]).cpu(), texts
+    if score == "verdict":
+        last = logits[:, -1].float()
+        return (last[:, yes] - last[:, no]).cpu(), texts
+    out = torch.empty(len(seqs))
+    for i, (s, (start, end)) in enumerate(zip(seqs, spans, strict=True)):
+        at = width - len(s) + torch.arange(start, end, device=ids.device)  # the answer's tokens, left-padded
+        logp = torch.log_softmax(logits[i, at - 1].float(), -1)  # position j is predicted at j - 1
+        out[i] = logp.gather(-1, ids[i, at, None]).sum().cpu()
+    return out, texts
 
 
 class GenerativeVerifier:
@@ -181,6 +223,7 @@ class GenerativeVerifier:
         self.bias = float(meta.get("bias", 0.0))  # absent in directories written before Platt scaling
         self.max_new_tokens = int(meta.get("max_new_tokens", 64))
         self.samples = int(meta.get("samples", 1))
+        self.score_kind = meta.get("score", "verdict")  # directories written before the `answer` score
         self.task, self.device, self.batch_size = task, device, batch_size
 
     def probabilities(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -188,7 +231,7 @@ class GenerativeVerifier:
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start : start + self.batch_size]
             logit, _ = verdict_logits(
-                self.model, self.tokenizer, chunk, self.max_new_tokens, self.device, self.samples
+                self.model, self.tokenizer, chunk, self.max_new_tokens, self.device, self.samples, self.score_kind
             )
             out += torch.sigmoid(logit / self.temperature + self.bias).tolist()
         return out

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from maporl.errors import UsageError
+from maporl.tasks.base import extract_number_answer
+from maporl.verifiers.generative import PROPOSED
 from maporl.verifiers.model import encode, logits_of
 
 
@@ -68,9 +70,9 @@ def fit_calibration(
     logits: torch.Tensor, labels: torch.Tensor, biases: torch.Tensor | None = None
 ) -> tuple[float, float]:
     """(T, b) minimising the binary cross-entropy of sigmoid(logit / T + b): Platt scaling, as a grid search over
-    log T in [-2.5, 2.5] and b in [-3, 3] (bounded, so separable data cannot send T to 0). The bias corrects a
+    log T in [-2.5, 2.5] and b in [-10, 10] (bounded, so separable data cannot send T to 0). The bias corrects a
     verifier that leans to one verdict, which a temperature alone cannot (ECE 0.064 -> 0.039 on the default one)."""
-    biases = torch.linspace(-3, 3, 121) if biases is None else biases
+    biases = torch.linspace(-10, 10, 401) if biases is None else biases
     best, best_loss = (1.0, 0.0), math.inf
     for t in torch.exp(
         torch.linspace(-2.5, 2.5, 201)
@@ -81,6 +83,27 @@ def fit_calibration(
         if loss[k] < best_loss:
             best, best_loss = (t, float(biases[k])), float(loss[k])
     return best
+
+
+def solve_metrics(rows: list[dict], written: list[str], probs: list[float]) -> dict:
+    """How often the generative verifier's own worked solution reaches the right answer (`own_solve_rate`), and
+    the ROC-AUC on the rows where it does and where it does not: its verdict compares the response's answer with its
+    own, so the second AUC shows how much a wrong own solution costs."""
+    truth = [extract_number_answer(r.get("solution") or "") for r in rows]
+    if None in truth:  # data written before rows carried the worked solution
+        return {}
+    solved = [extract_number_answer(text.split(PROPOSED)[0]) == t for t, text in zip(truth, written, strict=True)]
+    labels = [int(r["label"]) for r in rows]
+    part = lambda want: (  # noqa: E731
+        [p for p, s in zip(probs, solved, strict=True) if s == want],
+        [y for y, s in zip(labels, solved, strict=True) if s == want],
+    )
+    auc = lambda want: (lambda v: None if math.isnan(v) else v)(roc_auc(*part(want)))  # noqa: E731
+    return {
+        "own_solve_rate": sum(solved) / len(solved),
+        "roc_auc_own_right": auc(True),
+        "roc_auc_own_wrong": auc(False),
+    }
 
 
 def reliability_plot(probs, labels, path: Path) -> None:
@@ -108,11 +131,15 @@ def train_verifier(
     kind: str = "generative",
     samples: int = 1,
     practice: list[dict] | None = None,
+    lr_final_ratio: float = 0.1,
+    score: str = "answer",
 ) -> dict:
     """Train a `generative` (solve, then verdict; see verifiers/generative.py) or `classifier` (last-token head)
     verifier on `base`; calibrate on the calibration split; write the directory, metrics.json, reliability.png.
     `practice` rows (synthetic, `data.practice_rows`; training split only) are spread evenly over the steps, each
-    seen once, on top of the `batch_size` rollout rows of every step."""
+    seen once, on top of the `batch_size` rollout rows of every step. The learning rate decays linearly from `lr` to
+    `lr * lr_final_ratio` over the steps. `score` picks what the generative verifier's probability is calibrated
+    from (`generative.verdict_logits`)."""
     from maporl.models import load_model, load_tokenizer, resolve_model_dir
     from maporl.utils import progress, seed_everything
     from maporl.verifiers import generative as gen
@@ -150,12 +177,20 @@ def train_verifier(
             return gen.training_loss(model, gen.encode_for_training(tokenizer, chunk), yes, no)[0]
 
         def logits_for(chunk: list[dict]) -> torch.Tensor:
-            return gen.verdict_logits(model, tokenizer, pairs(chunk), max_new_tokens, samples=samples)[0]
+            logits, texts = gen.verdict_logits(
+                model, tokenizer, pairs(chunk), max_new_tokens, samples=samples, score=score
+            )
+            written.extend(texts)
+            return logits
 
+    written: list[str] = []  # what the generative verifier wrote for the rows scored last (solve-rate metrics)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     rng = random.Random(seed)
     train = parts["train"]
     steps = epochs * math.ceil(len(train) / batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: 1.0 - (1.0 - lr_final_ratio) * min(1.0, k / max(1, steps - 1))
+    )
     practice = rng.sample(practice or [], len(practice or []))
     leaked = {r["question"] for r in practice} & {r["question"] for r in parts["calib"] + parts["test"]}
     if leaked:
@@ -175,6 +210,7 @@ def train_verifier(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
+                scheduler.step()
                 done += 1
                 bar.advance(f"loss {loss.item():.3f}")
     model.eval()
@@ -186,10 +222,12 @@ def train_verifier(
     calib_labels = torch.tensor([float(r["label"]) for r in parts["calib"]])
     temperature, bias = fit_calibration(all_logits(parts["calib"]), calib_labels)
     test_labels = [int(r["label"]) for r in parts["test"]]
+    written.clear()
     probs = torch.sigmoid(all_logits(parts["test"]) / temperature + bias).tolist()
     metrics = {
         "kind": kind,
         "samples": samples if kind == "generative" else None,
+        "score": score if kind == "generative" else None,
         "accuracy": sum((p >= 0.5) == bool(y) for p, y in zip(probs, test_labels, strict=True)) / len(probs),
         "roc_auc": roc_auc(probs, test_labels),
         "ece": ece(probs, test_labels),
@@ -203,6 +241,8 @@ def train_verifier(
         "minutes": round((time.time() - started) / 60, 2),
         "base": str(path),
     }
+    if kind == "generative" and samples == 1:
+        metrics.update(solve_metrics(parts["test"], written, probs))
     out.mkdir(parents=True, exist_ok=True)
     if kind == "classifier":
         model.config.maporl_temperature = temperature
@@ -214,6 +254,7 @@ def train_verifier(
             "bias": bias,
             "max_new_tokens": max_new_tokens,
             "samples": samples,
+            "score": score,
         }
         (out / gen.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     model.save_pretrained(out)
