@@ -183,6 +183,7 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert yaml.safe_load((same / "config.yaml").read_text())["train"]["max_steps"] == maporl_steps
     table = (out / "results.md").read_text()
     assert all(f"| {m} |" in table for m in methods) and "arith_word" in table
+    assert "≥ 1 right (turn 0) |" in table and "| – |" not in table  # every fresh evaluation has the metric
     page = (out / "report.html").read_text()
     assert "methods_train_task.png" in " ".join(p.name for p in (out / "plots").iterdir())
     assert "<table>" in page and "maporl_no_incentives" in page
@@ -239,6 +240,19 @@ def test_report_renders_in_headless_chromium_offline(tmp_path):
     assert "3 of 3 transcripts" in dom and dom.count('src="data:image/png;base64,') >= 3
 
 
+def test_summarize_over_seeds_by_hand():
+    from maporl.reproduce import summarize
+
+    def seed(acc: list[float], any_right: list[float] | None) -> dict:
+        m = {"acc_per_turn": acc, "majority_per_turn": acc, "wrong_to_right": [0.1], "right_to_wrong": [0.3]}
+        return m | ({"any_correct_per_turn": any_right} if any_right else {})
+
+    s = summarize([seed([0.4, 0.5], [0.6, 0.7]), seed([0.6, 0.7], [0.8, 0.7])])
+    assert s["acc_mean"] == pytest.approx([0.5, 0.6]) and s["acc_std"] == pytest.approx([0.1, 0.1])
+    assert s["any_correct_mean"] == pytest.approx([0.7, 0.7]) and s["any_correct_std"] == pytest.approx([0.1, 0.0])
+    assert "any_correct_mean" not in summarize([seed([0.4, 0.5], [0.6, 0.7]), seed([0.6, 0.7], None)])
+
+
 def test_claims_table_hand_computed():
     from maporl.reproduce import claims_markdown, results_markdown
 
@@ -271,6 +285,9 @@ def test_claims_table_hand_computed():
     assert "| (c) MAPoRL: final − turn 0 | +8.0 | ≥ +5 | met |" in table
     assert "| +15.0 (50%) | ≥ 50% | met |" in table  # (57 − 42) / 30
     assert table in results_markdown(results)
+    assert "| untrained | 40.0 ± 0.0 | 39.0 ± 0.0 | 38.0 ± 0.0 | -2.0 | 38.0 | 0.0 | 0.0 | – |" in results_markdown(
+        results
+    )
     results["methods"]["single_agent_rl_same_problems"] = method([0.55, 0.56, 0.58], [0.5, 0.5, 0.5])
     table = "\n".join(claims_markdown(results))
     assert "| (b) MAPoRL − single-agent RL on the same problems | +10.0 | ≥ +8 | met |" in table

@@ -84,9 +84,13 @@ def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0)
 
 
 def summarize(per_seed: dict[str, list[dict]]) -> dict:
-    """Mean and std over seeds of every per-turn metric list."""
+    """Mean and std over seeds of every per-turn metric list (`any_correct_per_turn` only where every seed has it:
+    eval.json files written before it existed lack it)."""
     out = {}
-    for key in ("acc_per_turn", "majority_per_turn", "wrong_to_right", "right_to_wrong"):
+    keys = ["acc_per_turn", "majority_per_turn", "wrong_to_right", "right_to_wrong"]
+    if all("any_correct_per_turn" in m for m in per_seed):
+        keys.append("any_correct_per_turn")
+    for key in keys:
         columns = list(zip(*[m[key] for m in per_seed], strict=True))
         out[key.replace("_per_turn", "") + "_mean"] = [statistics.mean(c) for c in columns]
         out[key.replace("_per_turn", "") + "_std"] = [statistics.pstdev(c) for c in columns]
@@ -138,16 +142,17 @@ def results_markdown(results: dict) -> str:
         turns = len(next(iter(results["methods"].values()))[task_key]["acc_mean"])
         lines.append(f"### {results[task_key]} ({task_key.replace('_', ' ')})\n")
         head = "| method | " + " | ".join(f"turn {t}" for t in range(turns)) + " | final − turn 0 | majority (final) |"
-        head += " wrong→right | right→wrong |"
-        lines += [head, "|---" * (turns + 5) + "|"]
+        head += " wrong→right | right→wrong | ≥ 1 right (turn 0) |"
+        lines += [head, "|---" * (turns + 6) + "|"]
         for method, m in results["methods"].items():
             s = m[task_key]
             cells = [f"{100 * a:.1f} ± {100 * d:.1f}" for a, d in zip(s["acc_mean"], s["acc_std"], strict=True)]
             gain = 100 * (s["acc_mean"][-1] - s["acc_mean"][0])
             w2r, r2w = sum(s["wrong_to_right_mean"]), sum(s["right_to_wrong_mean"])
+            ceiling = f"{100 * s['any_correct_mean'][0]:.1f}" if "any_correct_mean" in s else "–"
             lines.append(
                 f"| {method} | " + " | ".join(cells) + f" | {gain:+.1f} | {100 * s['majority_mean'][-1]:.1f} | "
-                f"{100 * w2r:.1f} | {100 * r2w:.1f} |"
+                f"{100 * w2r:.1f} | {100 * r2w:.1f} | {ceiling} |"
             )
         lines.append("")
     lines += claims_markdown(results)
@@ -155,7 +160,8 @@ def results_markdown(results: dict) -> str:
     lines.append(
         f"Seeds {results['seeds']}; {results['budget_min']} min of training per method{same}; "
         f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
-        "share of answers over all turn pairs)."
+        "share of answers over all turn pairs; ≥ 1 right: problems where at least one agent is right at turn 0, the "
+        "most a discussion can recover; – where an evaluation predates that metric)."
     )
     return "\n".join(lines) + "\n"
 
