@@ -71,7 +71,8 @@ def fit_calibration(
 ) -> tuple[float, float]:
     """(T, b) minimising the binary cross-entropy of sigmoid(logit / T + b): Platt scaling, as a grid search over
     log T in [-2.5, 2.5] and b in [-10, 10] (bounded, so separable data cannot send T to 0). The bias corrects a
-    verifier that leans to one verdict, which a temperature alone cannot (ECE 0.064 -> 0.039 on the default one)."""
+    verifier that leans to one verdict, which a temperature alone cannot (ECE 0.064 -> 0.039 on a `verdict` one),
+    and lets the `answer` score, a log-likelihood and so never above 0, reach P > 0.5 (b 3.5 on the default one)."""
     biases = torch.linspace(-10, 10, 401) if biases is None else biases
     best, best_loss = (1.0, 0.0), math.inf
     for t in torch.exp(
@@ -87,22 +88,23 @@ def fit_calibration(
 
 def solve_metrics(rows: list[dict], written: list[str], probs: list[float]) -> dict:
     """How often the generative verifier's own worked solution reaches the right answer (`own_solve_rate`), and
-    the ROC-AUC on the rows where it does and where it does not: its verdict compares the response's answer with its
-    own, so the second AUC shows how much a wrong own solution costs."""
+    the ROC-AUC on the rows where it does and where it does not (None where a part has one class only): both
+    scores compare the response's answer with the verifier's own, so the second AUC shows what a wrong own
+    solution costs."""
     truth = [extract_number_answer(r.get("solution") or "") for r in rows]
     if None in truth:  # data written before rows carried the worked solution
         return {}
     solved = [extract_number_answer(text.split(PROPOSED)[0]) == t for t, text in zip(truth, written, strict=True)]
-    labels = [int(r["label"]) for r in rows]
-    part = lambda want: (  # noqa: E731
-        [p for p, s in zip(probs, solved, strict=True) if s == want],
-        [y for y, s in zip(labels, solved, strict=True) if s == want],
-    )
-    auc = lambda want: (lambda v: None if math.isnan(v) else v)(roc_auc(*part(want)))  # noqa: E731
+
+    def auc_where(want: bool) -> float | None:
+        part = [(p, int(r["label"])) for p, r, s in zip(probs, rows, solved, strict=True) if s == want]
+        value = roc_auc([p for p, _ in part], [y for _, y in part])
+        return None if math.isnan(value) else value
+
     return {
         "own_solve_rate": sum(solved) / len(solved),
-        "roc_auc_own_right": auc(True),
-        "roc_auc_own_wrong": auc(False),
+        "roc_auc_own_right": auc_where(True),
+        "roc_auc_own_wrong": auc_where(False),
     }
 
 
@@ -134,7 +136,7 @@ def train_verifier(
     lr_final_ratio: float = 0.1,
     score: str = "answer",
 ) -> dict:
-    """Train a `generative` (solve, then verdict; see verifiers/generative.py) or `classifier` (last-token head)
+    """Train a `generative` (solve, then judge; see verifiers/generative.py) or `classifier` (last-token head)
     verifier on `base`; calibrate on the calibration split; write the directory, metrics.json, reliability.png.
     `practice` rows (synthetic, `data.practice_rows`; training split only) are spread evenly over the steps, each
     seen once, on top of the `batch_size` rollout rows of every step. The learning rate decays linearly from `lr` to
