@@ -274,11 +274,10 @@ def test_answer_score_reads_agreement_with_the_verifiers_own_answer(pipeline, ti
         answer = tok.decode(batch["input_ids"][i, n + start : n + end])
         assert (answer == " 7.") == bool(r["label"]) and answer == r["response"][len("so. The answer is") :]
         assert (batch["labels"][i, n + start : n + end] == -100).all() != bool(r["label"])
-    path = tmp_path / "a"
-    argv = ["verifier", "train", "-", "--out", str(path), "--base", str(tiny_model_dir), "--quiet", "--practice", "0"]
-    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    argv[2] = str(tmp_path / "a.jsonl")
-    assert main([*argv, "--epochs", "6", "--lr", "3e-3", "--batch-size", "16"]) == 0
+    data, path = tmp_path / "a.jsonl", tmp_path / "a"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["verifier", "train", str(data), "--out", str(path), "--base", str(tiny_model_dir), "--quiet"]
+    assert main([*argv, "--practice", "0", "--epochs", "6", "--lr", "3e-3", "--batch-size", "16"]) == 0
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["score"] == "answer" and metrics["roc_auc"] > 0.9 and metrics["own_solve_rate"] > 0.9, metrics
     v = load_model_verifier(path)
