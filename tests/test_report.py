@@ -293,3 +293,45 @@ def test_claims_table_hand_computed():
     assert "| (b) MAPoRL − single-agent RL on the same problems | +10.0 | ≥ +8 | met |" in table
     del results["methods"]["single_agent_rl"]
     assert claims_markdown(results) == []  # a subset of methods: no claims table
+
+
+def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
+    """A comparison cut off part-way keeps the tables of what it evaluated, marked partial; --resume completes them."""
+    from maporl import reproduce as rep
+    from maporl.errors import UsageError
+
+    cut_off = {"on": True}
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0):
+        if method == "maporl" and cut_off["on"]:
+            raise UsageError("cut off")  # stands in for an interruption mid-training
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "time/step": 1.0}) + "\n")
+        return None, cfg
+
+    def fake_evaluate(cfg, ckpt, task_name, out):
+        acc = {"untrained": 0.4, "single_agent_rl": 0.6}.get(out.parent.parent.name, 0.7)
+        m = {"acc_per_turn": [acc, acc], "majority_per_turn": [acc, acc], "wrong_to_right": [0.1],
+             "right_to_wrong": [0.1], "any_correct_per_turn": [acc, acc]}  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(m))
+        return m
+
+    monkeypatch.setattr(rep, "_train", fake_train)
+    monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
+    monkeypatch.setattr("maporl.report.write_report", lambda out: None)
+    methods = ("untrained", "single_agent_rl", "maporl")
+    args = dict(budget_min=1, task="arith_chain", transfer_task="arith_word", seeds=[0], overrides=[], quiet=True)
+    with pytest.raises(UsageError, match="cut off"):
+        rep.reproduce(tmp_path, methods=methods, **args)
+    partial = json.loads((tmp_path / "results.json").read_text())
+    assert partial["seeds_done"] == {"untrained": 1, "single_agent_rl": 1}
+    assert list(partial["methods"]) == ["untrained", "single_agent_rl"]
+    assert partial["methods"]["single_agent_rl"]["train_task"]["acc_mean"] == [0.6, 0.6]
+    table = (tmp_path / "results.md").read_text()
+    assert "Partial" in table and "untrained 1, single_agent_rl 1" in table and "| maporl |" not in table
+    cut_off["on"] = False
+    final = rep.reproduce(tmp_path, methods=methods, resume=True, **args)
+    assert "seeds_done" not in final and list(final["methods"]) == list(methods)
+    table = (tmp_path / "results.md").read_text()
+    assert "Partial" not in table and "| (c) MAPoRL − untrained | +30.0 | ≥ +15 | met |" in table

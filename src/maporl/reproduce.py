@@ -157,6 +157,9 @@ def results_markdown(results: dict) -> str:
         lines.append("")
     lines += claims_markdown(results)
     same = f" ({SAME_PROBLEMS}: as many steps as maporl)" if SAME_PROBLEMS in results["methods"] else ""
+    if "seeds_done" in results:
+        done = ", ".join(f"{m} {n}" for m, n in results["seeds_done"].items())
+        lines.append(f"**Partial: the run is still going or was cut off.** Seeds evaluated so far: {done}.\n")
     lines.append(
         f"Seeds {results['seeds']}; {results['budget_min']} min of training per method{same}; "
         f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
@@ -201,6 +204,14 @@ def reproduce(
     saved.write_text(settings)
     started, earlier_minutes = time.time(), 0.0  # minutes of the (seed, method) runs read back, when resuming
     scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
+
+    def tables(partial: bool) -> dict:
+        minutes = earlier_minutes + (time.time() - started) / 60
+        results = _results(base, task, transfer_task, seeds, budget_min, minutes, scores, partial)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "results.md").write_text(results_markdown(results))
+        return results
+
     for seed in seeds:
         cfg = load_config(None, [f"seed={seed}"], base=_as_dict(base))
         for method in sorted(methods, key=lambda m: m == SAME_PROBLEMS):  # stable: the rest keep their order
@@ -231,17 +242,37 @@ def reproduce(
                     print(f"  {method:<29} {name:<14} {accs}")
             minutes = round((time.time() - method_started) / 60, 1)
             done.write_text(json.dumps({"method": method, "seed": seed, "budget_min": budget_min, "minutes": minutes}))
+            tables(partial=True)  # after every run: a comparison of hours shows its numbers, and keeps them if cut off
+    results = tables(partial=False)
+    write_report(out)
+    return results
+
+
+def _results(
+    base: Config,
+    task: str,
+    transfer_task: str,
+    seeds: list[int],
+    budget_min: float,
+    minutes: float,
+    scores: dict[str, dict[str, list[dict]]],
+    partial: bool,
+) -> dict:
+    """results.json's content: per method, mean and std over the seeds evaluated so far."""
     results = {
         "train_task": task,
         "transfer_task": transfer_task,
         "seeds": seeds,
         "budget_min": budget_min,
         "eval_problems": base.eval.num_problems,
-        "minutes": round(earlier_minutes + (time.time() - started) / 60, 1),
-        # Table order is METHODS' whatever order they ran in (--methods may put the long ones first)
-        "methods": {m: {k: summarize(v) for k, v in scores[m].items()} for m in METHODS if m in scores},
+        "minutes": round(minutes, 1),
+        # Table order is METHODS', whatever order they ran in (--methods may put the long ones first)
+        "methods": {
+            m: {k: summarize(v) for k, v in scores[m].items()}
+            for m in METHODS
+            if m in scores and scores[m]["train_task"]
+        },
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text(results_markdown(results))
-    write_report(out)
+    if partial:  # seeds evaluated so far, per method; absent once every (seed, method) has run
+        results["seeds_done"] = {m: len(scores[m]["train_task"]) for m in results["methods"]}
     return results
