@@ -206,8 +206,20 @@ def reproduce(
     scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
 
     def tables(partial: bool) -> dict:
-        minutes = earlier_minutes + (time.time() - started) / 60
-        results = _results(base, task, transfer_task, seeds, budget_min, minutes, scores, partial)
+        """Write results.json and results.md over the seeds evaluated so far (`seeds_done`, marked partial, until
+        every (seed, method) has run)."""
+        ran = [m for m in METHODS if m in scores and scores[m]["train_task"]]  # table order, whatever order they ran
+        results = {
+            "train_task": task,
+            "transfer_task": transfer_task,
+            "seeds": seeds,
+            "budget_min": budget_min,
+            "eval_problems": base.eval.num_problems,
+            "minutes": round(earlier_minutes + (time.time() - started) / 60, 1),
+            "methods": {m: {k: summarize(v) for k, v in scores[m].items()} for m in ran},
+        }
+        if partial:
+            results["seeds_done"] = {m: len(scores[m]["train_task"]) for m in ran}
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "results.md").write_text(results_markdown(results))
         return results
@@ -245,34 +257,4 @@ def reproduce(
             tables(partial=True)  # after every run: a comparison of hours shows its numbers, and keeps them if cut off
     results = tables(partial=False)
     write_report(out)
-    return results
-
-
-def _results(
-    base: Config,
-    task: str,
-    transfer_task: str,
-    seeds: list[int],
-    budget_min: float,
-    minutes: float,
-    scores: dict[str, dict[str, list[dict]]],
-    partial: bool,
-) -> dict:
-    """results.json's content: per method, mean and std over the seeds evaluated so far."""
-    results = {
-        "train_task": task,
-        "transfer_task": transfer_task,
-        "seeds": seeds,
-        "budget_min": budget_min,
-        "eval_problems": base.eval.num_problems,
-        "minutes": round(minutes, 1),
-        # Table order is METHODS', whatever order they ran in (--methods may put the long ones first)
-        "methods": {
-            m: {k: summarize(v) for k, v in scores[m].items()}
-            for m in METHODS
-            if m in scores and scores[m]["train_task"]
-        },
-    }
-    if partial:  # seeds evaluated so far, per method; absent once every (seed, method) has run
-        results["seeds_done"] = {m: len(scores[m]["train_task"]) for m in results["methods"]}
     return results
