@@ -69,3 +69,73 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+# Helpers shared by the training, reliability, Ray, vLLM and report tests (import them: `from conftest import ...`).
+
+
+def tiny_overrides(model_dir) -> list[str]:
+    """2 agents x 2 turns, 8 new tokens, 2 problems x 2 rollouts per step, 2 steps: the unit-test run."""
+    return [
+        f"model.name_or_path={model_dir}",
+        "discussion.num_agents=2",
+        "discussion.turns=2",
+        "generation.max_new_tokens=8",
+        "train.problems_per_step=2",
+        "algo.rollouts_per_problem=2",
+        "train.max_steps=2",
+        "train.checkpoint_every=0",
+        "train.transcripts_every=1",
+        "eval.num_problems=2",
+    ]
+
+
+def tiny_cfg(model_dir, *extra: str):
+    from maporl.config import load_config
+
+    return load_config(None, [*tiny_overrides(model_dir), *extra])
+
+
+class RandomVerifier:
+    """Scores that vary, so group baselines give non-zero advantages even for a random model's gibberish."""
+
+    def __init__(self, task):
+        self.generator = torch.Generator().manual_seed(0)
+
+    def score(self, transcripts):
+        n, t = transcripts[0].num_agents, transcripts[0].num_turns
+        return (torch.rand(len(transcripts), n, t, generator=self.generator) > 0.5).float()
+
+
+def lora_state(team, adapter) -> dict[str, torch.Tensor]:
+    """A copy of every LoRA tensor of one adapter."""
+    return {
+        n: p.detach().clone() for m in team.models.values() for n, p in m.named_parameters() if f".{adapter}." in n
+    }
+
+
+def run_and_capture(monkeypatch, cfg, run_dir, verifier=RandomVerifier):
+    """Train (by default with varying scores: `RandomVerifier`; None keeps the label verifier); returns (result,
+    the trained team, its weights before training)."""
+    from maporl import trainer
+
+    if verifier is not None:
+        monkeypatch.setattr(trainer, "LabelVerifier", verifier)
+    teams, initial = [], {}
+    real_build_team = trainer.build_team
+
+    def build_and_snapshot(c, with_adapters):
+        teams.append(real_build_team(c, with_adapters))
+        initial.update({n: p.detach().clone() for m in teams[-1].models.values() for n, p in m.named_parameters()})
+        return teams[-1]
+
+    monkeypatch.setattr(trainer, "build_team", build_and_snapshot)
+    result = trainer.train(cfg, run_dir, quiet=True)
+    return result, teams[0], initial
+
+
+def metric_rows(run_dir) -> list[dict]:
+    """The rows of a run's metrics.jsonl."""
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -1,4 +1,5 @@
-"""Advantage estimators on small hand-computed tensors (expected numbers worked out in the comments)."""
+"""Advantage estimators on small hand-computed tensors (expected numbers worked out in the comments), and the one
+entry point the trainer calls (`compute_advantages`) for every algorithm and grouping."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import pytest
 import torch
 
 from maporl.advantages import (
-    ADVANTAGE_ESTIMATORS,
     compute_advantages,
     gae,
-    group_ids_for,
+    group_ids,
     grpo_advantages,
     masked_mean,
     masked_whiten,
     rloo_advantages,
     token_rewards,
+    whiten,
 )
+from maporl.config import AlgoConfig
+from maporl.records import EpisodeBatch
 
 NAN, INF = math.nan, math.inf
 
@@ -104,7 +107,6 @@ IDS = torch.tensor([7, 2, 7, 3, 7, 2])
 
 def test_grpo():
     close(grpo_advantages(REWARDS, IDS), [0.707107, -1.0, -1.414214, 0.0, 0.707107, 1.0])
-    close(grpo_advantages(REWARDS, IDS, scale_by_std=False), [1 / 3, -0.2, -2 / 3, 0.0, 1 / 3, 0.2])
 
 
 def test_grpo_equal_rewards_give_zero_not_nan():
@@ -121,29 +123,130 @@ def test_group_shape_mismatch():
         rloo_advantages(REWARDS, IDS[:3])
 
 
-def test_group_ids_for():
-    # B = N = T = 2, index = b·4 + i·2 + t, i.e. (b, i, t) = 000 001 010 011 100 101 110 111
-    assert group_ids_for(2, 2, 2, "problem").tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert group_ids_for(2, 2, 2, "agent_turn").tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
-    assert group_ids_for(2, 2, 2, "problem_turn").tolist() == [0, 1, 0, 1, 2, 3, 2, 3]
+def test_group_ids_every_layout():
+    # 2 problems x K = 2 rollouts = 4 discussions b, N = 2, T = 2; index = b·4 + i·2 + t, problem p = b // 2.
+    ids = {by: group_ids(by, 2, 2, 2, 2).reshape(4, 2, 2).tolist() for by in ("rollout", "problem", "agent_turn")}
+    # rollout: (p, i, t) -> (p·2 + i)·2 + t; the two rollouts of a problem share their groups
+    assert ids["rollout"] == [[[0, 1], [2, 3]], [[0, 1], [2, 3]], [[4, 5], [6, 7]], [[4, 5], [6, 7]]]
+    assert ids["problem"] == [[[0, 0], [0, 0]], [[0, 0], [0, 0]], [[1, 1], [1, 1]], [[1, 1], [1, 1]]]
+    assert ids["agent_turn"] == [[[0, 1], [2, 3]]] * 4  # the same slot in every discussion of the step
+    # problem_turn: p·2 + t, whatever the agent
+    assert group_ids("problem_turn", 2, 2, 2, 2).tolist() == [0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3]
     with pytest.raises(ValueError, match="agent_turn"):
-        group_ids_for(2, 2, 2, "turn")  # type: ignore[arg-type]
+        group_ids("turn", 2, 1, 2, 2)  # type: ignore[arg-type]
+
+
+def episodes_of(index: list[tuple[int, int, int]], mask: list[list[int]]) -> EpisodeBatch:
+    """Episodes (b, i, t) with an answer mask; the token ids do not matter to advantages."""
+    rows = torch.tensor(index)
+    answer = torch.tensor(mask, dtype=torch.bool)
+    ids = torch.zeros(len(index), answer.shape[1] + 1, dtype=torch.long)
+    return EpisodeBatch(ids, torch.ones_like(ids), answer, rows[:, 1], rows[:, 2], rows[:, 0])
+
+
+ALL = [(b, i, t) for b in range(4) for i in range(2) for t in range(2)]  # every answer, in (b, i, t) order
+
+
+def test_group_estimators_through_the_entry_point_by_grouping():
+    # 2 problems x 2 rollouts, N = 2, T = 2. Rewards R[b, i, t]:
+    rewards = torch.tensor(
+        [[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]], [[2.0, 2.0], [0.0, 2.0]], [[0.0] * 2] * 2]
+    )
+    mask = [[1, 1]] * len(ALL)
+    got = {}
+    for by in ("rollout", "problem", "problem_turn"):
+        cfg = AlgoConfig(name="rloo", group_by=by, rollouts_per_problem=2)
+        adv, returns = compute_advantages(cfg, rewards, episodes_of(ALL, mask))
+        assert returns is None and torch.equal(adv[:, 0], adv[:, 1])  # one value per episode, on every token
+        got[by] = adv[:, 0].reshape(4, 2, 2)
+    # rollout, RLOO with 2 members: A = R − the other rollout's R of the same (problem, agent, turn).
+    close(got["rollout"], [[[1, -1], [-1, -1]], [[-1, 1], [1, 1]], [[2, 2], [0, 2]], [[-2, -2], [0, -2]]])
+    # problem: 8 answers per problem; problem 0 sums to 4, so A = R − (4 − R)/7; problem 1 sums to 6: R − (6 − R)/7
+    p0 = [[[1 - 3 / 7, -4 / 7], [-4 / 7, -4 / 7]], [[-4 / 7, 1 - 3 / 7], [1 - 3 / 7, 1 - 3 / 7]]]
+    p1 = [[[2 - 4 / 7, 2 - 4 / 7], [-6 / 7, 2 - 4 / 7]], [[-6 / 7, -6 / 7], [-6 / 7, -6 / 7]]]
+    close(got["problem"], p0 + p1)
+    # problem_turn: 4 answers per (problem, turn), A = R − mean of the other 3. Problem 0, turn 0: R = 1, 0, 0, 1
+    # (b0 i0, b0 i1, b1 i0, b1 i1) -> 1 − 1/3, 0 − 2/3, 0 − 2/3, 1 − 1/3; turn 1: 0, 0, 1, 1 -> −2/3, −2/3, 2/3, 2/3.
+    # Problem 1, turn 0: 2, 0, 0, 0 -> 2, −2/3, −2/3, −2/3; turn 1: 2, 2, 0, 0 -> 4/3, 4/3, −4/3, −4/3.
+    expected = [
+        [[2 / 3, -2 / 3], [-2 / 3, -2 / 3]],
+        [[-2 / 3, 2 / 3], [2 / 3, 2 / 3]],
+        [[2, 4 / 3], [-2 / 3, 4 / 3]],
+        [[-2 / 3, -4 / 3], [-2 / 3, -4 / 3]],
+    ]
+    close(got["problem_turn"], expected)
+
+
+def test_group_baselines_count_untrained_answers_and_mask_padding():
+    # Only agent 0's turn-1 answers are trained, but the group (problem) spans every answer of the problem.
+    rewards = torch.tensor([[[1.0, 3.0], [0.0, 0.0]]])  # B = 1 (K = 1), N = 2, T = 2; group mean 1, std 1.224745
+    cfg = AlgoConfig(name="grpo", group_by="problem", rollouts_per_problem=1)
+    adv, _ = compute_advantages(cfg, rewards, episodes_of([(0, 0, 1)], [[0, 1, 1]]))
+    close(adv, [[0.0, 1.632993, 1.632993]])  # (3 − 1) / 1.224745; 0 on the padding position
 
 
 def test_problem_turn_baseline_cancels_team_future_term():
-    # The caveat of the module docstring: a term shared by the agents of one (problem, turn) vanishes exactly.
+    # The caveat of the module docstring, on the grouping the trainer uses: a term shared by the agents of one
+    # (problem, turn) vanishes exactly, over the K rollouts of each problem too.
     torch.manual_seed(0)
-    own = torch.rand(3, 2, 4)  # (B, N, T)
-    team_future = torch.rand(3, 1, 4).expand(3, 2, 4)
-    ids = group_ids_for(3, 2, 4, "problem_turn")
-    with_future = grpo_advantages((own + team_future).reshape(-1), ids, scale_by_std=False)
-    torch.testing.assert_close(with_future, grpo_advantages(own.reshape(-1), ids, scale_by_std=False))
+    own = torch.rand(3 * 2, 2, 4)  # (B = 3 problems x K = 2, N, T)
+    team_future = torch.rand(3, 1, 4).repeat_interleave(2, 0).expand(6, 2, 4)
+    cfg = AlgoConfig(name="grpo", group_by="problem_turn", rollouts_per_problem=2)
+    everything = episodes_of([(b, i, t) for b in range(6) for i in range(2) for t in range(4)], [[1]] * 48)
+    with_future, _ = compute_advantages(cfg, own + team_future, everything)
+    without, _ = compute_advantages(cfg, own, everything)
+    torch.testing.assert_close(with_future, without)
+    rollout, _ = compute_advantages(AlgoConfig(name="grpo", rollouts_per_problem=2), own + team_future, everything)
+    assert not torch.allclose(rollout, without)  # the default grouping keeps it
 
 
-def test_compute_advantages_dispatch():
-    assert set(ADVANTAGE_ESTIMATORS) == {"grpo", "grpo_no_std", "rloo"}
-    close(compute_advantages("grpo", REWARDS, IDS), [0.707107, -1.0, -1.414214, 0.0, 0.707107, 1.0])
-    close(compute_advantages("grpo_no_std", REWARDS, IDS), [1 / 3, -0.2, -2 / 3, 0.0, 1 / 3, 0.2])
-    close(compute_advantages("rloo", REWARDS, IDS), [0.5, -0.4, -1.0, 0.0, 0.5, 0.4])
-    with pytest.raises(ValueError, match="grpo, grpo_no_std, rloo"):
-        compute_advantages("ppo", REWARDS, IDS)
+def test_sft_advantage_is_one_on_answer_tokens():
+    adv, returns = compute_advantages(AlgoConfig(name="sft"), torch.zeros(1, 1, 1), episodes_of([(0, 0, 0)], [[0, 1]]))
+    close(adv, [[0.0, 1.0]])
+    assert returns is None
+
+
+def test_ppo_path_token_rewards_gae_then_whitening_per_agent_and_turn():
+    # Episodes (b, i, t): e0 (0, 0, 0), e1 (1, 0, 0), e2 (0, 1, 0), e3 (1, 1, 0); e3 is a one-token answer after
+    # left padding. Rewards R: 1, −1, 0.5, −0.5. kl_coef 0.1, λ 0.5, values 0 (garbage at the padding position).
+    rewards = torch.tensor([[[1.0], [0.5]], [[-1.0], [-0.5]]])  # (B, N, T)
+    batch = episodes_of([(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0)], [[1, 1], [1, 1], [1, 1], [0, 1]])
+    old = torch.tensor([[-1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0], [NAN, -1.0]])
+    ref = torch.tensor(
+        [[-1.0, -1.0], [-1.0, -1.0], [-2.0, -1.0], [NAN, -1.0]]
+    )  # e2's first token: log π − log π_ref = 1
+    values = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [INF, 0.0]])
+    cfg = AlgoConfig(name="ppo", kl_coef=0.1, gae_lambda=0.5, whiten="agent_turn")
+    adv, returns = compute_advantages(cfg, rewards, batch, old, values, ref)
+    # Token rewards: e0 (0, 1), e1 (0, −1), e2 (−0.1·1, 0.5), e3 (–, −0.5).
+    # GAE with V = 0, γ = 1: A_last = r_last, A_0 = r_0 + 0.5·A_1:
+    # e0 (0.5, 1), e1 (−0.5, −1), e2 (0.15, 0.5), e3 (–, −0.5)
+    close(returns, [[0.5, 1.0], [-0.5, -1.0], [0.15, 0.5], [0.0, -0.5]])  # returns = A + V, before whitening
+    # Whitening per (agent, turn). Agent 0: 0.5, 1, −0.5, −1: mean 0, population std √0.625 = 0.790569.
+    # Agent 1: 0.15, 0.5, −0.5: mean 0.05, deviations 0.1, 0.45, −0.55, std √(0.515 / 3) = 0.414327.
+    expected = [[0.632456, 1.264911], [-0.632456, -1.264911], [0.241355, 1.086099], [0.0, -1.327455]]
+    close(adv, expected)
+    # Whitening over the whole batch mixes the two agents' scales instead: the same 7 values, mean 0.0214.
+    batch_adv, _ = compute_advantages(
+        AlgoConfig(name="ppo", kl_coef=0.1, gae_lambda=0.5, whiten="batch"), rewards, batch, old, values, ref
+    )
+    close(batch_adv, masked_whiten(returns, batch.answer_mask).tolist())
+    none, _ = compute_advantages(
+        AlgoConfig(name="ppo", kl_coef=0.1, gae_lambda=0.5, whiten="none"), rewards, batch, old, values, ref
+    )
+    close(none, returns.tolist())
+
+
+def test_whiten_leaves_a_one_token_group_alone():
+    adv = torch.tensor([[3.0, 0.0], [1.0, 2.0]])
+    mask = torch.tensor([[1, 0], [1, 1]])
+    out = whiten(adv, mask, agent=torch.tensor([0, 1]), turn=torch.tensor([0, 0]), how="agent_turn")
+    close(out, [[3.0, 0.0], [-1.0, 1.0]])  # agent 0 has one token: unchanged; agent 1: mean 1.5, std 0.5
+
+
+def test_compute_advantages_needs_what_ppo_needs_and_a_known_name():
+    batch = episodes_of([(0, 0, 0)], [[1]])
+    with pytest.raises(ValueError, match="log-probabilities and values"):
+        compute_advantages(AlgoConfig(name="ppo"), torch.zeros(1, 1, 1), batch)
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        compute_advantages(AlgoConfig(name="reinforce"), torch.zeros(1, 1, 1), batch)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from maporl import discussion
 from maporl.config import DiscussionConfig
-from maporl.generation import GenRequest
+from maporl.generation import Completion, GenRequest
 from maporl.prompts import DISCUSS_INSTRUCTION
 from maporl.records import Problem, Transcript
 from maporl.tasks import get_task
@@ -26,7 +26,7 @@ class ScriptedGenerator:
             text = r.messages[-1]["content"]
             problem = 0 if text.startswith("What is 1+2-0?") else 1
             turn = len(self.calls) - 1
-            out.append(f"The answer is {100 * problem + 10 * turn + r.agent}.")
+            out.append(Completion(f"The answer is {100 * problem + 10 * turn + r.agent}."))
         return out
 
 
@@ -79,7 +79,7 @@ def test_unparseable_previous_answer_is_shown_as_no_answer():
     class Mumbler(ScriptedGenerator):
         def generate(self, requests):
             super().generate(requests)
-            return ["I am not sure" if r.agent == 1 else "The answer is 4." for r in requests]
+            return [Completion("I am not sure" if r.agent == 1 else "The answer is 4.") for r in requests]
 
     gen = Mumbler()
     transcripts = discussion.run(PROBLEMS[:1], TASK, gen, DiscussionConfig(num_agents=2, turns=2), seed=0)
@@ -134,16 +134,15 @@ def test_base_sft_data_comes_from_the_train_split_only():
 
 
 def test_an_answer_cut_off_at_max_new_tokens_has_no_final_answer():
-    from maporl.generation import completion
-
     class CutGenerator(ScriptedGenerator):
         def generate(self, requests):  # agent 0 is always cut off, even though its text holds an answer
-            return [completion(t, r.agent == 0) for t, r in zip(super().generate(requests), requests, strict=True)]
+            done = super().generate(requests)
+            return [Completion(c.text, r.agent == 0) for c, r in zip(done, requests, strict=True)]
 
     gen = CutGenerator()
     transcripts = discussion.run(PROBLEMS, TASK, gen, DiscussionConfig(num_agents=2, turns=2), seed=0)
     first = transcripts[0].answers[0]
     assert (first[0].parsed, first[0].truncated, first[1].parsed, first[1].truncated) == (None, True, "1", False)
-    assert type(first[0].response) is str and first[0].response == "The answer is 0."
+    assert first[0].response == "The answer is 0."
     # at turn 1 agent 1 sees agent 0's answer as missing
     assert "The answer is 0" not in gen.calls[1][1].messages[0]["content"]

@@ -7,9 +7,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from maporl.generation import GenRequest
-from maporl.generation.hf import AgentSlot, HFGenerator
+from maporl.generation.hf import HFGenerator
 from maporl.models import load_base, load_tokenizer
 from maporl.prompts import first_turn_prompt
+from maporl.records import AgentSlot
 
 
 def test_tokenizer_round_trip_and_one_token_per_digit(tiny_model_dir):
@@ -39,7 +40,7 @@ def test_answers_cut_off_at_max_new_tokens_are_marked(tiny_model_dir):
     short = HFGenerator({"m": model}, {"m": tok}, [AgentSlot("m")], max_new_tokens=2, batch_size=4).generate(reqs)
     assert all(c.truncated for c in short)  # a random model does not end its turn within 2 tokens
     longer = HFGenerator({"m": model}, {"m": tok}, [AgentSlot("m")], max_new_tokens=12, batch_size=4).generate(reqs)
-    assert [c[: len(s)] for c, s in zip(longer, short, strict=True)] == list(short)  # same seeds, same start
+    assert [c.text[: len(s.text)] for c, s in zip(longer, short, strict=True)] == [s.text for s in short]
 
 
 def test_same_seed_same_text_regardless_of_batch(tiny_model_dir):

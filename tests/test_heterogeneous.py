@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_training import RandomVerifier, lora_state, tiny_cfg
+from conftest import RandomVerifier, lora_state, tiny_cfg
 
 from maporl import trainer
 from maporl.checkpoint import load_team

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_training import tiny_cfg
+from conftest import tiny_cfg
 
 from maporl import trainer
 

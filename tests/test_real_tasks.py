@@ -10,6 +10,7 @@ import pytest
 from maporl import discussion
 from maporl.config import DiscussionConfig
 from maporl.errors import UsageError
+from maporl.generation import Completion
 from maporl.tasks import get_task, split_of
 from maporl.tasks.base import ANLI_LABELS, NUMERIC_INSTRUCTION, extract_label_answer
 from maporl.tasks.files import ANLI_INSTRUCTION, anli_label, load_problems
@@ -168,7 +169,7 @@ class EchoAnswer:
 
     def generate(self, requests):
         self.prompts += [r.messages[-1]["content"] for r in requests]
-        return [self.text] * len(requests)
+        return [Completion(self.text)] * len(requests)
 
 
 def test_discussion_uses_rendered_question_and_task_parser():

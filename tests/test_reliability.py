@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import RandomVerifier, lora_state, run_and_capture, tiny_cfg, tiny_overrides
 from safetensors.torch import load_file
-from test_training import RandomVerifier, lora_state, run_and_capture, tiny_cfg, tiny_overrides
 
 from maporl import checkpoint, trainer
 from maporl.config import load_config
@@ -129,16 +129,16 @@ def test_verify_detects_damage_and_keep_last_prunes(monkeypatch, tmp_path, tiny_
 
 def nan_rewards(monkeypatch, agents: tuple[int, ...], from_step: int = 1) -> None:
     """Rewards of `agents` become NaN from the `from_step`-th step on (a broken verifier or reward, say)."""
-    real, calls = trainer.maporl_rewards, []
+    real, calls = trainer.step_rewards, []
 
     def poisoned(*args, **kwargs):
-        rewards = real(*args, **kwargs)
+        rewards, correct = real(*args, **kwargs)
         calls.append(1)
         if len(calls) >= from_step:
             rewards[:, list(agents), :] = float("nan")
-        return rewards
+        return rewards, correct
 
-    monkeypatch.setattr(trainer, "maporl_rewards", poisoned)
+    monkeypatch.setattr(trainer, "step_rewards", poisoned)
 
 
 def test_nan_reward_skips_only_that_agent(monkeypatch, tmp_path, tiny_model_dir, capsys):
@@ -158,7 +158,7 @@ def test_nan_reward_skips_only_that_agent(monkeypatch, tmp_path, tiny_model_dir,
 def test_nan_loss_skips_that_agent(monkeypatch, tiny_model_dir):
     from maporl.learner import Learner
     from maporl.policy import Policy, encode_episodes
-    from maporl.records import Answer, Problem, Transcript
+    from maporl.records import Answer, Problem, TrainBatch, Transcript
     from maporl.team import build_team
 
     cfg = tiny_cfg(tiny_model_dir)
@@ -168,7 +168,9 @@ def test_nan_loss_skips_that_agent(monkeypatch, tiny_model_dir):
     prompt = ({"role": "user", "content": "What is 1+2-0?"},)
     answers = tuple(Answer(i, 0, prompt, "The answer is 3.", "3") for i in range(2))
     tr = Transcript(Problem("p", "What is 1+2-0?", "3", "t"), (answers,))
-    batch = encode_episodes(next(iter(team.tokenizers.values())), [tr], [(0, 0, 0), (0, 1, 0)], torch.zeros(1, 2, 1))
+    episodes = encode_episodes(team.tokenizer(0), [tr], [(0, 0, 0), (0, 1, 0)])
+    ones = episodes.answer_mask.float()  # advantage 1 on every answer token
+    batch = TrainBatch(episodes, ones, None, None, None, None)
     real_forward = policy.forward
 
     def forward(sub, with_values, reference=False):
@@ -177,13 +179,13 @@ def test_nan_loss_skips_that_agent(monkeypatch, tiny_model_dir):
 
     monkeypatch.setattr(policy, "forward", forward)
     before = {a: lora_state(team, f"agent{a}") for a in (0, 1)}
-    stats = learner.update(batch, torch.tensor([1.0, 1.0]))
+    stats = learner.update(batch)
     after = {a: lora_state(team, f"agent{a}") for a in (0, 1)}
     assert stats["nonfinite/agent1"] == 1.0 and stats["nonfinite/agent0"] == 0.0
     assert any(not torch.equal(before[0][n], after[0][n]) for n in before[0])
     assert all(torch.equal(before[1][n], after[1][n]) for n in before[1])
     assert learner.consecutive_nonfinite == 1
-    learner.update(batch, torch.tensor([1.0, 1.0]))
+    learner.update(batch)
     assert learner.consecutive_nonfinite == 2
 
 

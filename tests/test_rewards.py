@@ -1,10 +1,12 @@
-"""The MAPoRL reward on hand-computed numbers: DESIGN §4.6 vectors, edge cases, batching, validity penalty."""
+"""The MAPoRL reward on hand-computed numbers: the worked examples of docs/algorithm.md, edge cases, batching,
+validity penalty, and the incentive source."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from maporl.config import RewardConfig
 from maporl.rewards import (
     EVENTS,
     apply_validity_penalty,
@@ -13,6 +15,7 @@ from maporl.rewards import (
     influence_reward,
     maporl_rewards,
     peers_state,
+    step_rewards,
 )
 
 ATOL = 1e-5
@@ -25,11 +28,12 @@ def team(*agents: tuple[float, ...]) -> torch.Tensor:
 
 
 def turns(*rows: list[float]) -> torch.Tensor:
-    """Expected rewards listed per turn as [A, B, ...] (DESIGN's layout) -> (1, N, T)."""
+    """Expected rewards listed per turn as [A, B, ...] (the layout of docs/algorithm.md) -> (1, N, T)."""
     return torch.tensor(rows, dtype=torch.float64).T[None]
 
 
-# DESIGN §4.6: N = 2, T = 3, γ = 0.3. (scores, correct, weights, {convention: expected per turn})
+# The worked examples of docs/algorithm.md: N = 2, T = 3, γ = 0.3.
+# (scores, correct, weights, {convention: expected per turn})
 EX1 = (team((0.2, 0.8, 0.85), (0.9, 0.9, 0.95)), team((0, 1, 1), (1, 1, 1)))
 VECTORS = {
     "ex1": (
@@ -159,7 +163,7 @@ def test_batch_is_independent_and_permutes(convention):
     perm = torch.tensor([2, 0, 3, 1])
     permuted = maporl_rewards(scores[perm], correct[perm], gamma=0.3, convention=convention, **W)
     torch.testing.assert_close(permuted, batched[perm], atol=0, rtol=0)
-    # Ex3 and Ex4 use exactly these weights, so their DESIGN vectors hold inside the batch too.
+    # Ex3 and Ex4 use exactly these weights, so their worked vectors hold inside the batch too.
     torch.testing.assert_close(batched[2:3], VECTORS["ex3"][3][convention], atol=ATOL, rtol=0)
     torch.testing.assert_close(batched[3:4], VECTORS["ex4"][3][convention], atol=ATOL, rtol=0)
 
@@ -211,3 +215,30 @@ def test_incentive_counts():
     assert counts == pytest.approx(
         dict.fromkeys(EVENTS, 0.0) | {"corrective/adopt": 1 / 6, "persuasive/persuaded": 1 / 6}
     )
+
+
+def test_incentive_source_verifier_reads_the_thresholded_score_not_the_label():
+    # N = 2 (A, B), T = 2, γ = 0.5, α = (1, 2), β = (3, 4). The verifier is wrong about every answer:
+    raw = team((0.9, 0.2), (0.4, 0.8))  # verifier scores: thresholded at 0.5, A (1, 0), B (0, 1)
+    labels = team((0, 1), (1, 0))  # the truth: A (0, 1), B (1, 0)
+    valid = torch.ones_like(raw, dtype=torch.bool)
+    # Influence term from the scores either way: D(0) = 1.5, D(1) = 1; mean score at turn 1 = 0.5.
+    # R_inf(0) = ((0.9 + 0.5·0.5) / 1.5, (0.4 + 0.25) / 1.5) = (0.766667, 0.433333); R_inf(1) = (0.2, 0.8).
+    # From the verifier: A right→wrong with its peer wrong at 0 (talked into it, −α0 = −1); B wrong→right with its
+    # peer right at 0 (adopted, +α0 = +1). At t = 0, A right and its peer goes wrong→right (persuaded, +β1 = +4);
+    # B wrong and its peer goes right→wrong (misled, −β1 = −4).
+    # From the labels every event is mirrored: A adopts (+1), B is talked into it (−1), A misled (−4), B persuaded
+    # (+4).
+    cfg = RewardConfig(gamma=0.5, alpha=(1.0, 2.0), beta=(3.0, 4.0), incentive_source="verifier")
+    rewards, correct = step_rewards(raw, labels, valid, cfg)
+    assert correct.tolist() == [[[1.0, 0.0], [0.0, 1.0]]]
+    torch.testing.assert_close(rewards, turns([4.766667, -3.566667], [-0.8, 1.8]), atol=ATOL, rtol=0)
+    label_cfg = RewardConfig(gamma=0.5, alpha=(1.0, 2.0), beta=(3.0, 4.0), incentive_source="label")
+    rewards, correct = step_rewards(raw, labels, valid, label_cfg)
+    assert torch.equal(correct, labels)
+    torch.testing.assert_close(rewards, turns([-3.233333, 4.433333], [1.2, -0.2]), atol=ATOL, rtol=0)
+    # An invalid answer scores the penalty, whatever the verifier said (B at turn 1 here): R_inf changes, not c.
+    valid[0, 1, 1] = False
+    rewards, _ = step_rewards(raw, labels, valid, cfg)
+    # mean score at turn 1 = (0.2 − 0.5) / 2 = −0.15: R_inf(0) = ((0.9 − 0.075) / 1.5, (0.4 − 0.075) / 1.5)
+    torch.testing.assert_close(rewards, turns([0.55 + 4, 0.216667 - 4], [-0.8, -0.5 + 1]), atol=ATOL, rtol=0)

@@ -6,66 +6,14 @@ import json
 
 import pytest
 import torch
+from conftest import RandomVerifier, lora_state, metric_rows, run_and_capture, tiny_cfg
 
-from maporl import trainer
+from maporl import discussion, trainer
 from maporl.checkpoint import load_team
-from maporl.config import load_config
 from maporl.policy import Policy, encode_episodes
 from maporl.records import Answer, Problem, Transcript
+from maporl.tasks import get_task
 from maporl.team import build_team
-
-
-def tiny_overrides(model_dir) -> list[str]:
-    """2 agents x 2 turns, 8 new tokens, 2 problems x 2 rollouts per step, 2 steps: the unit-test run."""
-    return [
-        f"model.name_or_path={model_dir}",
-        "discussion.num_agents=2",
-        "discussion.turns=2",
-        "generation.max_new_tokens=8",
-        "train.problems_per_step=2",
-        "algo.rollouts_per_problem=2",
-        "train.max_steps=2",
-        "train.checkpoint_every=0",
-        "train.transcripts_every=1",
-        "eval.num_problems=2",
-    ]
-
-
-def tiny_cfg(model_dir, *extra: str):
-    return load_config(None, [*tiny_overrides(model_dir), *extra])
-
-
-class RandomVerifier:
-    """Scores that vary, so group baselines give non-zero advantages even for a random model's gibberish."""
-
-    def __init__(self, task):
-        self.generator = torch.Generator().manual_seed(0)
-
-    def score(self, transcripts):
-        n, t = transcripts[0].num_agents, transcripts[0].num_turns
-        return (torch.rand(len(transcripts), n, t, generator=self.generator) > 0.5).float()
-
-
-def lora_state(team, adapter):
-    return {
-        n: p.detach().clone() for m in team.models.values() for n, p in m.named_parameters() if f".{adapter}." in n
-    }
-
-
-def run_and_capture(monkeypatch, cfg, tmp_path):
-    """Train with varying scores; returns (result, the trained team, its weights before training)."""
-    monkeypatch.setattr(trainer, "LabelVerifier", RandomVerifier)
-    teams, initial = [], {}
-    real_build_team = trainer.build_team
-
-    def build_and_snapshot(c, with_adapters):
-        teams.append(real_build_team(c, with_adapters))
-        initial.update({n: p.detach().clone() for m in teams[-1].models.values() for n, p in m.named_parameters()})
-        return teams[-1]
-
-    monkeypatch.setattr(trainer, "build_team", build_and_snapshot)
-    result = trainer.train(cfg, tmp_path, quiet=True)
-    return result, teams[0], initial
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
@@ -105,7 +53,7 @@ def test_answer_mask_covers_exactly_the_answer_and_end_of_turn(tokenizer):
     prompt = ({"role": "user", "content": "What is 1+2-0?"},)
     answers = tuple(Answer(i, 0, prompt, r, None) for i, r in enumerate(["The answer is 3.", "3"]))
     tr = Transcript(Problem("p", "What is 1+2-0?", "3", "t"), (answers,))
-    batch = encode_episodes(tokenizer, [tr], [(0, 0, 0), (0, 1, 0)], torch.zeros(1, 2, 1))
+    batch = encode_episodes(tokenizer, [tr], [(0, 0, 0), (0, 1, 0)])
     for row, text in enumerate(["The answer is 3.", "3"]):
         # answer_mask[p] marks that token p+1 is scored: it must be the answer's tokens then <|im_end|>.
         scored = batch.input_ids[row, 1:][batch.answer_mask[row]]
@@ -115,7 +63,7 @@ def test_answer_mask_covers_exactly_the_answer_and_end_of_turn(tokenizer):
     assert batch.attention_mask[1, 0] == 0
     # An answer cut off at max_new_tokens never sampled <|im_end|>: only its own tokens are scored.
     cut = Transcript(tr.problem, ((Answer(0, 0, prompt, "The answer is", None, truncated=True),),))
-    batch = encode_episodes(tokenizer, [cut], [(0, 0, 0)], torch.zeros(1, 1, 1))
+    batch = encode_episodes(tokenizer, [cut], [(0, 0, 0)])
     assert (
         batch.input_ids[0, 1:][batch.answer_mask[0]].tolist()
         == tokenizer("The answer is", add_special_tokens=False)["input_ids"]
@@ -146,18 +94,6 @@ def test_checkpoint_restores_the_trained_adapters(monkeypatch, tmp_path, tiny_mo
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000002"
 
 
-def test_group_ids_layouts(tiny_model_dir):
-    cfg = tiny_cfg(tiny_model_dir, "algo.group_by=rollout")
-    ids = trainer.group_ids(cfg, problems=2).reshape(4, 2, 2)  # 2 problems x 2 rollouts, N=2, T=2
-    assert torch.equal(ids[0], ids[1]) and torch.equal(ids[2], ids[3])  # rollouts of a problem share groups
-    assert len(set(ids[0].flatten().tolist())) == 4 and not set(ids[0].flatten().tolist()) & set(
-        ids[2].flatten().tolist()
-    )
-    cfg = tiny_cfg(tiny_model_dir, "algo.group_by=agent_turn")
-    ids = trainer.group_ids(cfg, problems=2).reshape(4, 2, 2)
-    assert all(torch.equal(ids[0], ids[b]) for b in range(4))
-
-
 def test_value_heads_only_for_ppo(tiny_model_dir):
     cfg = tiny_cfg(tiny_model_dir)
     team = build_team(cfg, with_adapters=True)
@@ -172,3 +108,48 @@ def test_resume_continues_from_the_latest_checkpoint(monkeypatch, tmp_path, tiny
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "time/step" in r] == [1, 2, 3]  # appended, step 3 only on resume
     assert result["steps"] == 3 and (tmp_path / "checkpoints" / "latest").read_text().strip() == "step_000003"
+
+
+class AlwaysRight:
+    """The real task's sampling and prompts, but every answer counts as correct (a random model is never right)."""
+
+    def __init__(self, name):
+        self.task = get_task(name)
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def is_correct(self, predicted, problem):
+        return True
+
+
+def test_sft_trains_every_agent_on_the_kept_discussions_of_the_untrained_team(monkeypatch, tmp_path, tiny_model_dir):
+    monkeypatch.setattr(trainer, "get_task", AlwaysRight)  # every discussion ends all right: every one is kept
+    sampled = []  # the adapters of the team that answered, per discussion.run call
+    real_run = discussion.run
+
+    def capture(problems, task, generator, *args, **kwargs):
+        sampled.append([s.adapter for s in generator.slots])
+        return real_run(problems, task, generator, *args, **kwargs)
+
+    monkeypatch.setattr(discussion, "run", capture)
+    cfg = tiny_cfg(tiny_model_dir, "algo.name=sft", "algo.kl_coef=0")
+    result, team, initial = run_and_capture(monkeypatch, cfg, tmp_path, verifier=None)
+    # Both training steps discuss with the untrained team (adapters off); the final evaluation with the trained one.
+    assert sampled == [[None, None], [None, None], ["agent0", "agent1"]]
+    for agent in ("agent0", "agent1"):
+        after = lora_state(team, agent)
+        assert after and all(not torch.equal(initial[n], p) for n, p in after.items())
+    rows = [r for r in metric_rows(tmp_path) if "time/step" in r]
+    assert [r["sft/kept_fraction"] for r in rows] == [1.0, 1.0] and result["steps"] == 2
+    assert all(r["loss/policy"] == -1.0 and r["ratio_mean"] == 1.0 for r in rows)  # ratio 1, advantage 1
+
+
+def test_sft_keeps_only_discussions_whose_final_answers_are_all_right(monkeypatch, tmp_path, tiny_model_dir):
+    # A random model is never right: nothing is kept, so nothing is trained and no step counts as a failure.
+    cfg = tiny_cfg(tiny_model_dir, "algo.name=sft", "algo.kl_coef=0")
+    result, team, initial = run_and_capture(monkeypatch, cfg, tmp_path, verifier=None)
+    assert all(torch.equal(initial[n], p) for n, p in lora_state(team, "agent0").items())
+    rows = [r for r in metric_rows(tmp_path) if "time/step" in r]
+    assert [r["sft/kept_fraction"] for r in rows] == [0.0, 0.0] and result["steps"] == 2
+    assert all(r["nonfinite_updates"] == 0.0 for r in rows)

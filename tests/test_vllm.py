@@ -6,10 +6,10 @@ import json
 from types import SimpleNamespace
 
 import torch
+from conftest import tiny_cfg
 from peft import PeftModel
-from test_training import tiny_cfg
 
-from maporl.generation import GenRequest
+from maporl.generation import Completion, GenRequest
 from maporl.generation.vllm import VLLMGenerator
 from maporl.team import build_team
 
@@ -21,7 +21,9 @@ class FakeLLM:
     def generate(self, prompts, params, lora_request=None, use_tqdm=False):
         self.calls.append((prompts, params, lora_request))
         return [
-            SimpleNamespace(outputs=[SimpleNamespace(text=f"The answer is {k}.", token_ids=[1, 2, 3])])
+            SimpleNamespace(
+                outputs=[SimpleNamespace(text=f"The answer is {k}.", token_ids=[1, 2, 3], finish_reason="stop")]
+            )
             for k in range(len(prompts))
         ]
 
@@ -36,7 +38,7 @@ def test_fake_engine_round_trip_and_sync(tmp_path, tiny_model_dir):
     requests = [
         GenRequest(({"role": "user", "content": "What is 1+2-0?"},), agent=i % 2, seed=100 + i) for i in range(4)
     ]
-    assert gen.generate(requests) == [f"The answer is {k}." for k in range(4)]
+    assert gen.generate(requests) == [Completion(f"The answer is {k}.") for k in range(4)]
     prompts, params, loras = engine.calls[-1]
     assert all(p.startswith("<|im_start|>user\nWhat is 1+2-0?") and p.endswith("assistant\n") for p in prompts)
     assert [p.seed for p in params] == [100, 101, 102, 103] and {p.temperature for p in params} == {0.7}

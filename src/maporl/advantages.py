@@ -1,26 +1,30 @@
-"""Advantage estimators: pure functions on tensors (torch only), in the style of verl's ``core_algos``.
+"""Advantage estimators: pure functions on tensors, in the style of verl's ``core_algos``, behind one entry point.
 
-Two families, selected by the trainer:
+`compute_advantages(cfg, rewards, episodes, ...)` is the only function the trainer calls: it turns the step's MAPoRL
+rewards (B, N, T) into per-token advantages (E, L-1) of the trained episodes, and value targets for PPO. The learner
+receives both and never computes either. Estimators, by `algo.name`:
 
-- **Token level (PPO with a value head, the paper's setting).** `token_rewards` puts each episode's scalar MAPoRL
-  reward on its last answer token and a −kl_coef·(log π − log π_ref) penalty on every answer token; `gae` then runs
-  generalised advantage estimation *within* the answer (γ_gae = 1, λ = 0.95, DESIGN §4.5). An episode is one agent's
-  answer at one turn, so GAE bootstraps 0 after its last token: cross-turn credit reaches an answer only through the
-  influence term R_inf of the reward, never through the value function. The released code then whitens the
-  advantages per (turn, agent) group: `masked_whiten` on each group's rows.
-- **Group relative (no value head).** One scalar advantage per episode from its reward and the rewards of the other
-  episodes of its group: `grpo_advantages` (mean-centred, optionally divided by the group std), `rloo_advantages`
-  (leave-one-out baseline). `group_ids_for` builds the groups for episodes laid out (B, N, T) and
-  `compute_advantages` picks an estimator by name (`ADVANTAGE_ESTIMATORS`).
+- **ppo (value heads + GAE, the paper's setting).** `token_rewards` puts each episode's scalar MAPoRL reward on its
+  last answer token and a −kl_coef·(log π − log π_ref) penalty on every answer token; `gae` then runs generalised
+  advantage estimation *within* the answer (γ_gae = 1, λ = `algo.gae_lambda`). An episode is one agent's answer at
+  one turn, so GAE bootstraps 0 after its last token: cross-turn credit reaches an answer only through the influence
+  term R_inf of the reward, never through the value function. The released code then whitens the advantages per
+  (turn, agent) group (`whiten`, `algo.whiten`).
+- **grpo, rloo (group relative, no value head).** One scalar advantage per episode from its reward and the rewards
+  of the other episodes of its group (`group_ids`, `algo.group_by`): `grpo_advantages` (mean-centred, divided by the
+  group std), `rloo_advantages` (leave-one-out baseline). Groups are formed over every answer of the step, trained or
+  not.
+- **sft (the naive-SFT baseline).** Advantage 1 on every trained token: with one on-policy pass the clipped
+  surrogate's gradient is then exactly the negative log-likelihood's.
 
-Caveat on the "problem_turn" grouping (DESIGN §4.7, measured). The influence reward is
+Caveat on the "problem_turn" grouping (measured; docs/algorithm.md). The influence reward is
 ``R(t,i) = (s[t,i] + F(t)) / D(t) + incentive(t,i)`` with ``F(t) = Σ_{k>t} γ^{k−t} · mean_j s[k,j]``: the team-future
 term F(t)/D(t) is the *same for every agent* of a problem at turn t. Subtracting the mean over the N agents of one
 (problem, turn) therefore cancels it exactly, and with it the only cross-turn credit the method has — what is left is
 each agent's own score and incentives relative to its peers. That baseline does remove problem-difficulty noise, so
 it is offered, but use it with care: with the plain influence reward it trains agents to beat their peers, not to lead
-the team to the truth. Prefer "problem" or "agent_turn" groups, subtract the team-future term's own batch mean, or
-use a value head (`gae`).
+the team to the truth. Prefer "rollout" (the default: the same (problem, agent, turn) over the K discussions of a
+problem), "problem" or "agent_turn" groups, or a value head (`ppo`).
 
 Masks are 1 (or True) on valid tokens. Values at masked-out positions are never read: they are replaced with
 `torch.where`, so padding garbage (even NaN/inf) cannot leak into a result. Everything here runs under
@@ -34,6 +38,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+
+from maporl.config import AlgoConfig
+from maporl.records import EpisodeBatch
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -154,23 +161,20 @@ def _group_sizes_and_sums(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, T
 
 
 @torch.no_grad()
-def grpo_advantages(rewards: Tensor, group_ids: Tensor, scale_by_std: bool = True, eps: float = 1e-6) -> Tensor:
-    """GRPO advantages: reward minus its group's mean, optionally divided by the group's std.
+def grpo_advantages(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Tensor:
+    """GRPO advantages: reward minus its group's mean, divided by the group's std.
 
     Args:
         rewards: (E,) one scalar reward per episode.
         group_ids: (E,) integer group of each episode (any values; equal ids = same group).
-        scale_by_std: Divide by (group std + eps), std with ``unbiased=False``. False gives the Dr. GRPO variant,
-            which does not up-weight groups whose rewards barely differ.
-        eps: Keeps the division finite for a group whose rewards are all equal (its advantages are then 0).
+        eps: Added to the std (``unbiased=False``): keeps the division finite for a group whose rewards are all
+            equal (its advantages are then 0).
 
     Returns:
         (E,) advantages; 0 for an episode alone in its group.
     """
     inverse, counts, sums = _group_sizes_and_sums(rewards, group_ids)
     centred = rewards - sums / counts
-    if not scale_by_std:
-        return centred
     # One slot per episode is enough room for the G ≤ E group sums; slots past G stay unused.
     var = torch.zeros_like(rewards).index_add_(0, inverse, centred**2)[inverse] / counts
     return centred / (var.sqrt() + eps)
@@ -192,59 +196,113 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
     return torch.where(counts > 1, rewards - others_mean, torch.zeros_like(rewards))
 
 
-GroupBy = Literal["problem", "agent_turn", "problem_turn"]
+GroupBy = Literal["rollout", "problem", "agent_turn", "problem_turn"]
 
 
-def group_ids_for(batch: int, num_agents: int, turns: int, by: GroupBy) -> Tensor:
-    """Group ids for episodes laid out (B, N, T) and flattened: episode index = b·N·T + i·T + t.
+def group_ids(by: GroupBy, problems: int, rollouts_per_problem: int, num_agents: int, turns: int) -> Tensor:
+    """Group ids of a step's episodes laid out (B, N, T) and flattened: index = b·N·T + i·T + t, B = problems · K.
+
+    The K = `rollouts_per_problem` discussions of a problem are consecutive: discussion b is of problem b // K.
 
     Args:
-        batch: B, the number of problems.
-        num_agents: N, agents per problem.
-        turns: T, turns per discussion.
-        by: "problem": the N·T answers of one problem form a group (GRPO/RLOO per problem);
-            "agent_turn": the same (agent, turn) slot across the B problems (AT-GRPO);
-            "problem_turn": the N agents of one problem at one turn (cancels the team-future term: see the module
-            docstring).
+        by: "rollout": the same (problem, agent, turn) over the problem's K discussions (the default baseline);
+            "problem": every answer of the K discussions of one problem;
+            "agent_turn": the same (agent, turn) slot across every discussion of the step (AT-GRPO);
+            "problem_turn": the N agents of one problem at one turn, over its K discussions (cancels the
+            team-future term: see the module docstring).
+        problems: distinct problems in the step.
+        rollouts_per_problem: K.
+        num_agents: N.
+        turns: T.
 
     Returns:
-        (B·N·T,) int64 group ids.
+        (problems·K·N·T,) int64 group ids.
     """
-    b = torch.arange(batch)[:, None, None]
+    b = torch.arange(problems * rollouts_per_problem)[:, None, None]
+    p = b // rollouts_per_problem
     i = torch.arange(num_agents)[None, :, None]
     t = torch.arange(turns)[None, None, :]
-    if by == "problem":
-        ids = b
-    elif by == "agent_turn":
-        ids = i * turns + t
-    elif by == "problem_turn":
-        ids = b * turns + t
-    else:
-        raise ValueError(f"unknown grouping {by!r}; valid: 'problem', 'agent_turn', 'problem_turn'")
-    return ids.expand(batch, num_agents, turns).reshape(-1)
+    layouts = {
+        "rollout": lambda: (p * num_agents + i) * turns + t,
+        "problem": lambda: p,
+        "agent_turn": lambda: i * turns + t,
+        "problem_turn": lambda: p * turns + t,
+    }
+    if by not in layouts:
+        raise ValueError(f"unknown grouping {by!r}; valid: {', '.join(layouts)}")
+    return layouts[by]().expand(len(b), num_agents, turns).reshape(-1)
 
 
-ADVANTAGE_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "grpo": grpo_advantages,
-    "grpo_no_std": lambda rewards, group_ids: grpo_advantages(rewards, group_ids, scale_by_std=False),
-    "rloo": rloo_advantages,
-}
-
-
-def compute_advantages(name: str, rewards: Tensor, group_ids: Tensor) -> Tensor:
-    """Group-relative advantages by estimator name.
+def whiten(advantages: Tensor, mask: Tensor, agent: Tensor, turn: Tensor, how: str) -> Tensor:
+    """Whiten token advantages per (agent, turn) group (the released code), over the whole batch, or not at all.
 
     Args:
-        name: One of `ADVANTAGE_ESTIMATORS`: "grpo", "grpo_no_std", "rloo".
-        rewards: (E,) one scalar reward per episode.
-        group_ids: (E,) integer group of each episode (see `group_ids_for`).
+        advantages: (E, L) token advantages.
+        mask: (E, L) 1 on answer tokens.
+        agent: (E,) each episode's agent.
+        turn: (E,) each episode's turn.
+        how: "agent_turn", "batch" or "none" (`algo.whiten`). A group with a single valid token is left as it is.
 
     Returns:
-        (E,) advantages.
-
-    Raises:
-        ValueError: `name` is not a known estimator.
+        (E, L) whitened advantages, 0 at masked-out positions.
     """
-    if name not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r}; valid: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}")
-    return ADVANTAGE_ESTIMATORS[name](rewards, group_ids)
+    if how == "none":
+        return advantages
+    if how == "batch":
+        return masked_whiten(advantages, mask)
+    if how != "agent_turn":
+        raise ValueError(f"unknown whitening {how!r}; valid: agent_turn, batch, none")
+    out = advantages.clone()
+    key = agent * (int(turn.max()) + 1 if turn.numel() else 1) + turn
+    for k in torch.unique(key):
+        rows = key == k
+        if mask[rows].sum() > 1:
+            out[rows] = masked_whiten(advantages[rows], mask[rows])
+    return out
+
+
+GROUP_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"grpo": grpo_advantages, "rloo": rloo_advantages}
+
+
+@torch.no_grad()
+def compute_advantages(
+    cfg: AlgoConfig,
+    rewards: Tensor,
+    episodes: EpisodeBatch,
+    old_logprobs: Tensor | None = None,
+    old_values: Tensor | None = None,
+    ref_logprobs: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Advantages of the trained episodes, and PPO's value targets, by `cfg.name` (see the module docstring).
+
+    Args:
+        cfg: The algorithm settings: name, group_by, rollouts_per_problem (group estimators); kl_coef, gae_lambda,
+            whiten (ppo).
+        rewards: (B, N, T) MAPoRL reward of every answer of the step, B = problems · rollouts_per_problem.
+        episodes: The E trained episodes (indices into `rewards`, answer masks (E, L-1)).
+        old_logprobs: (E, L-1) log π_old of every token at sampling time (ppo).
+        old_values: (E, L-1) V_old of every token (ppo).
+        ref_logprobs: (E, L-1) log π_ref (ppo with kl_coef > 0; None: no KL penalty).
+
+    Returns:
+        (advantages (E, L-1), returns (E, L-1) for ppo else None), 0 at positions that are not answer tokens.
+    """
+    mask = episodes.answer_mask.bool()
+    reward = rewards[episodes.problem, episodes.agent, episodes.turn]  # (E,)
+    if cfg.name == "ppo":
+        if old_logprobs is None or old_values is None:
+            raise ValueError("ppo advantages need the sampling policy's log-probabilities and values")
+        ref = old_logprobs if ref_logprobs is None else ref_logprobs  # no reference: a KL of 0
+        per_token = token_rewards(reward, old_logprobs, ref, mask, cfg.kl_coef)
+        advantages, returns = gae(per_token, old_values, mask, gamma=1.0, lam=cfg.gae_lambda)
+        return whiten(advantages, mask, episodes.agent, episodes.turn, cfg.whiten), returns
+    if cfg.name == "sft":
+        per_episode = torch.ones_like(reward)
+    elif cfg.name in GROUP_ESTIMATORS:
+        b, n, t = rewards.shape
+        ids = group_ids(cfg.group_by, b // cfg.rollouts_per_problem, cfg.rollouts_per_problem, n, t)
+        per_episode = GROUP_ESTIMATORS[cfg.name](rewards.reshape(-1), ids).reshape(b, n, t)
+        per_episode = per_episode[episodes.problem, episodes.agent, episodes.turn]
+    else:
+        raise ValueError(f"unknown algorithm {cfg.name!r}; valid: ppo, sft, {', '.join(GROUP_ESTIMATORS)}")
+    return torch.where(mask, per_episode[:, None], torch.zeros_like(mask, dtype=per_episode.dtype)), None

@@ -27,14 +27,6 @@ from maporl.errors import UsageError
 from maporl.policy import Policy
 
 
-def _adapters(policy: Policy):
-    seen = set()
-    for slot in policy.team.slots:
-        if slot.adapter is not None and (slot.model_key, slot.adapter) not in seen:
-            seen.add((slot.model_key, slot.adapter))
-            yield slot.model_key, slot.adapter
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -57,7 +49,7 @@ def save_checkpoint(run_dir: Path, step: int, policy: Policy, learner, extra: di
     tmp = root / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for key, name in _adapters(policy):
+    for key, name in policy.team.adapters():
         state = get_peft_model_state_dict(policy.team.models[key], adapter_name=name)
         save_file({k: v.contiguous() for k, v in state.items()}, tmp / f"adapter_{name}.safetensors")
     faults.point("checkpoint")
@@ -115,11 +107,11 @@ def _step_dirs(run_dir: Path) -> list[Path]:
 
 def load_weights(ckpt: Path, policy: Policy) -> None:
     """Load adapters (and value heads) into a team built with the run's config."""
-    for key, name in _adapters(policy):
+    for key, name in policy.team.adapters():
         path = ckpt / f"adapter_{name}.safetensors"
         saved = sorted(ckpt.glob("adapter_*.safetensors"))
         if not path.is_file() and name == "shared" and len(saved) == 1:
-            path = saved[0]  # one agent trained alone, copied into every seat (the single-agent-RL baseline)
+            path = saved[0]  # an agent trained alone, in every seat of a shared-adapter team (team.team_config)
         if not path.is_file():
             raise UsageError(f"checkpoint {ckpt} has no adapter '{name}'; use the run's discussion.adapters layout")
         set_peft_model_state_dict(policy.team.models[key], load_file(path), adapter_name=name)

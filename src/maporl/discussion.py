@@ -51,17 +51,16 @@ def run(
                     shown = [(j, prev[j].parsed) for j in peers_of(i, n, cfg.peers_shown)]
                     messages = discussion_prompt(question, prev[i].parsed, shown)
                 requests.append(GenRequest(messages, i, sample_seed(seed, step, first_index + b, i, t)))
-        texts = generator.generate(requests)
+        completions = generator.generate(requests)
         for b in range(len(problems)):
             turn = []
             for i in range(n):
-                r, text = requests[b * n + i], texts[b * n + i]
+                r, c = requests[b * n + i], completions[b * n + i]
                 # An answer cut off at max_new_tokens has no final answer, whatever it contains (as TRL's
                 # mask_truncated_completions and DAPO's overlong filtering): otherwise RL drifts into answers
                 # that repeat "The answer is N." until the limit (seen in single-agent GRPO after ~1,000 steps).
-                cut = getattr(text, "truncated", False)
-                parsed = None if cut else task.extract_answer(text)
-                turn.append(Answer(i, t, r.messages, str(text), parsed, truncated=cut))
+                parsed = None if c.truncated else task.extract_answer(c.text)
+                turn.append(Answer(i, t, r.messages, c.text, parsed, truncated=c.truncated))
             history[b].append(tuple(turn))
         faults.point("generation")
     return [Transcript(problem=p, answers=tuple(h)) for p, h in zip(problems, history, strict=True)]

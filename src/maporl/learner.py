@@ -1,5 +1,5 @@
-"""One optimisation step of every trained agent on a step's episodes (no algorithm math inline: see
-advantages.py / losses.py).
+"""One optimisation step of every trained agent on a step's episodes. No algorithm math here: advantages and value
+targets arrive computed (advantages.py), losses come from losses.py.
 
 Micro-batching with gradient accumulation (weights chosen so the accumulated gradient equals one big batch's),
 per-agent gradient clipping, and a non-finite guard that skips an agent's update instead of corrupting it.
@@ -8,40 +8,61 @@ per-agent gradient clipping, and a non-finite guard that skips an agent's update
 from __future__ import annotations
 
 import sys
+from collections import defaultdict
 
 import torch
 
-from maporl import advantages as adv
 from maporl import faults, losses
 from maporl.config import AlgoConfig
-from maporl.policy import EpisodeBatch, Policy
+from maporl.policy import Policy
+from maporl.records import EpisodeBatch, TrainBatch
+
+Stats = dict[str, list[float]]
+
+
+def lr_factor(update: int, total_updates: int, final_ratio: float) -> float:
+    """The learning rate multiplier after `update` optimizer steps: linear from 1 to `final_ratio` at the last one,
+    then constant."""
+    return 1.0 - (1.0 - final_ratio) * min(1.0, update / max(1, total_updates))
 
 
 class Learner:
+    """The optimizer, scheduler and minibatch RNG of every trained agent (agents sharing an adapter share a group)."""
+
     def __init__(self, policy: Policy, cfg: AlgoConfig, trained_agents: list[int], total_steps: int, seed: int):
-        self.policy, self.cfg, self.agents = policy, cfg, trained_agents
-        # Agents that share an adapter (layout 'shared') are one parameter group: clip and guard it once.
-        groups: dict[int, list[torch.nn.Parameter]] = {}
+        self.policy, self.cfg = policy, cfg
+        self.groups: dict[int, list[torch.nn.Parameter]] = {}  # owner agent -> the parameters its update changes
+        self.owner: dict[int, int] = {}  # agent -> the agent owning its parameter group ('shared': the first one)
         owner_of_param: dict[int, int] = {}
-        self.owner: dict[int, int] = {}  # agent -> the group holding its parameters
         for a in trained_agents:
-            all_params = list(policy.agent_parameters(a))
+            all_params = policy.agent_parameters(a)
             params = [p for p in all_params if id(p) not in owner_of_param]
             owner_of_param.update((id(p), a) for p in params)
             if params:
-                groups[a] = params
+                self.groups[a] = params
             self.owner[a] = owner_of_param[id(all_params[0])] if all_params else a
-        self.groups = groups
-        self.optimizer = torch.optim.AdamW([p for ps in groups.values() for p in ps], lr=cfg.lr, weight_decay=0.0)
-        updates = max(1, total_steps * cfg.epochs * cfg.minibatches)
+        self.optimizer = torch.optim.AdamW([p for ps in self.groups.values() for p in ps], lr=cfg.lr, weight_decay=0)
+        updates = total_steps * cfg.epochs * cfg.minibatches
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: 1.0 - (1.0 - cfg.lr_final_ratio) * min(1.0, k / updates)
+            self.optimizer, lambda k: lr_factor(k, updates, cfg.lr_final_ratio)
         )
-        self.generator = torch.Generator().manual_seed(seed)
-        self.consecutive_nonfinite = 0
+        self.generator = torch.Generator().manual_seed(seed)  # minibatch order
+        self.consecutive_nonfinite = 0  # updates in a row in which some agent was skipped
 
-    def _micro(self, batch: EpisodeBatch, with_values: bool, reference: bool = False):
-        """Forward over micro-batches without gradients; (E, L-1) outputs, left-padded back to full width."""
+    def old_policy(self, batch: EpisodeBatch) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(log π_old, V_old, log π_ref) of every scored position (E, L-1), without gradients; None where not needed.
+
+        With one epoch and one minibatch and no value heads the old policy is the current one: the update uses the
+        detached log-probabilities of its own forward pass, so this extra forward is skipped.
+        """
+        ppo = self.policy.value_heads is not None
+        on_policy = not ppo and self.cfg.epochs == 1 and self.cfg.minibatches == 1
+        old_logp, old_values = (None, None) if on_policy else self._forward_no_grad(batch, with_values=ppo)
+        ref_logp = self._forward_no_grad(batch, False, reference=True)[0] if self.cfg.kl_coef > 0 else None
+        return old_logp, old_values, ref_logp
+
+    def _forward_no_grad(self, batch: EpisodeBatch, with_values: bool, reference: bool = False):
+        """`Policy.forward` over micro-batches; (E, L-1) outputs, left-padded back to full width."""
         e, width = batch.answer_mask.shape
         logp, values = torch.zeros((e, width)), torch.zeros((e, width)) if with_values else None
         with torch.no_grad():
@@ -52,142 +73,113 @@ class Learner:
                     values[part, width - v.shape[1] :] = v
         return logp, values
 
-    def update(self, batch: EpisodeBatch, episode_advantages: torch.Tensor | None) -> dict[str, float]:
-        """PPO (episode_advantages None: GAE on value heads) or group-relative (one advantage per episode)."""
-        cfg, ppo = self.cfg, episode_advantages is None
-        # A non-finite reward or advantage (e.g. a broken verifier) takes that agent out of this step's update.
-        bad_rows = ~torch.isfinite(batch.reward)
-        if episode_advantages is not None:
-            bad_rows |= ~torch.isfinite(episode_advantages)
-        owners = self._owners(batch.agent)
-        bad = set(owners[bad_rows].tolist())
-        if bad:
-            keep = torch.tensor([o not in bad for o in owners.tolist()])
-            batch = batch.rows(keep.nonzero().squeeze(1))
-            episode_advantages = None if episode_advantages is None else episode_advantages[keep]
-        self.skip = set(bad)
-        if len(batch.agent) == 0:
-            return self._skipped_step()
-        mask = batch.answer_mask
-        # One pass over the data with a single minibatch: the old policy is the current one, its log-probs are the
-        # detached log-probs of that pass, so the extra forward is skipped.
-        on_policy = not ppo and cfg.epochs == 1 and cfg.minibatches == 1
-        old_logp, old_values = (None, None) if on_policy else self._micro(batch, with_values=ppo)
-        ref_logp = self._micro(batch, False, reference=True)[0] if cfg.kl_coef > 0 else None
-        if ppo:
-            ref = ref_logp if ref_logp is not None else old_logp
-            token_r = adv.token_rewards(batch.reward, old_logp, ref, mask, cfg.kl_coef)
-            advantages, returns = adv.gae(token_r, old_values, mask, gamma=1.0, lam=cfg.gae_lambda)
-            advantages = _whiten(advantages, mask, batch, cfg.whiten)
-        else:
-            advantages, returns = episode_advantages[:, None].expand_as(mask).clone(), None
-
-        stats: dict[str, list[float]] = {}
-        self.step_had_nonfinite = bool(self.skip)
-        n = len(batch.agent)
-        for _ in range(cfg.epochs):
-            order = torch.randperm(n, generator=self.generator)
-            for mb in order.chunk(cfg.minibatches):
-                self._minibatch(batch, mb, old_logp, old_values, ref_logp, advantages, returns, stats)
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """`algo.epochs` passes over the episodes, `algo.minibatches` optimizer steps each; the mean of every stat."""
+        owners = self._owners(batch.episodes.agent)
+        # A non-finite advantage or return (a broken verifier or reward, say) takes that agent out of this step.
+        bad = ~(_finite_rows(batch.advantages) & _finite_rows(batch.returns))
+        skip = set(owners[bad].tolist())
+        keep = torch.tensor([o not in skip for o in owners.tolist()], dtype=torch.bool)
+        batch = batch.rows(keep.nonzero().squeeze(1))
+        if len(batch.episodes.agent) == 0:
+            return self._no_update(skip)
+        stats: Stats = defaultdict(list)
+        had_nonfinite = bool(skip)
+        for _ in range(self.cfg.epochs):
+            order = torch.randperm(len(batch.episodes.agent), generator=self.generator)
+            for minibatch in order.chunk(self.cfg.minibatches):
+                skipped = self._optimizer_step(batch, minibatch, set(skip), stats)
+                had_nonfinite |= bool(skipped)
         out = {k: sum(v) / len(v) for k, v in stats.items() if v}
         out["lr"] = self.scheduler.get_last_lr()[0]
-        self.consecutive_nonfinite = self.consecutive_nonfinite + 1 if self.step_had_nonfinite else 0
+        self.consecutive_nonfinite = self.consecutive_nonfinite + 1 if had_nonfinite else 0
         return out
 
     def _owners(self, agents: torch.Tensor) -> torch.Tensor:
         """The parameter group of each row's agent (agents sharing an adapter share a group)."""
         return torch.tensor([self.owner.get(a, a) for a in agents.tolist()], dtype=torch.long)
 
-    def _skipped_step(self) -> dict[str, float]:
-        self.consecutive_nonfinite += 1
-        for _ in range(self.cfg.epochs * self.cfg.minibatches):  # the schedule counts optimizer steps: keep aligned
-            self.scheduler.step()
-        return {"nonfinite_updates": float(len(self.skip)), "lr": self.scheduler.get_last_lr()[0]}
+    def _no_update(self, skip: set[int]) -> dict[str, float]:
+        """No episode left to train on: every agent's was non-finite (a failed update), or there were none."""
+        if skip:
+            self.consecutive_nonfinite += 1
+            for _ in range(self.cfg.epochs * self.cfg.minibatches):  # the schedule counts optimizer steps
+                self.scheduler.step()
+        return {"nonfinite_updates": float(len(skip)), "lr": self.scheduler.get_last_lr()[0]}
 
-    def _minibatch(self, batch, mb, old_logp, old_values, ref_logp, advantages, returns, stats) -> None:
-        cfg, ppo = self.cfg, returns is not None
+    def _optimizer_step(self, batch: TrainBatch, minibatch: torch.Tensor, skip: set[int], stats: Stats) -> set[int]:
+        """Accumulate the minibatch's gradient over micro-batches, clip it per agent, step. Returns the agents
+        skipped (non-finite loss or gradient, or arriving in `skip`); their parameters are left untouched."""
         self.optimizer.zero_grad(set_to_none=True)
-
-        # Weights make the accumulated gradient equal to one pass over the whole minibatch: each micro-batch counts
-        # by its answer tokens (token_mean) or by its answers with at least one token (sequence means).
-        def units(mask: torch.Tensor) -> torch.Tensor:
-            return mask.sum() if cfg.agg == "token_mean" else mask.any(-1).sum()
-
-        total = units(batch.answer_mask[mb]).clamp_min(1)
-        skip = set(self.skip)
+        total = _units(batch.episodes.answer_mask[minibatch], self.cfg.agg).clamp_min(1)
         # Micro-batches of similar lengths: each is trimmed to its longest row, so sorting cuts the padding that
         # would otherwise be computed (the accumulated gradient is the same sum in any order).
-        mb = mb[torch.argsort(batch.attention_mask[mb].sum(1), stable=True)]
-        for part in mb.split(cfg.micro_batch_size):
-            sub = batch.rows(part)
-            logp, values = self.policy.forward(sub, with_values=ppo)  # one mixed-adapter forward for all agents
-            width = logp.shape[1]
-            owners = self._owners(sub.agent)
-            loss_sum = None
-            # The loss is a sum over agents' rows, so it is built per agent: a non-finite part skips only that agent.
-            for agent in owners.unique().tolist():
-                if agent in skip:
-                    continue
-                rows = (owners == agent).nonzero().squeeze(1)
-                mask = sub.answer_mask[rows]
-                lp = logp[rows]
-                a = _cut(advantages[part], width)[rows]
-                old = lp.detach() if old_logp is None else _cut(old_logp[part], width)[rows]
-                pl, pstats = losses.policy_loss(lp, old, a, mask, cfg.clip_eps, cfg.agg)
-                loss, extra = pl, {}
-                if ppo:
-                    old_v, ret = _cut(old_values[part], width)[rows], _cut(returns[part], width)[rows]
-                    vl = losses.value_loss(values[rows], old_v, ret, mask, cfg.value_clip_eps, cfg.agg)
-                    loss, extra = loss + cfg.vf_coef * vl, {"loss/value": vl.item()}
-                elif ref_logp is not None:
-                    ref = _cut(ref_logp[part], width)[rows]
-                    kl = losses.aggregate(losses.kl_penalty(lp, ref, cfg.kl_estimator, mask), mask, cfg.agg)
-                    loss, extra = loss + cfg.kl_coef * kl, {"kl": kl.item()}
-                if not torch.isfinite(loss):
-                    skip.add(agent)
-                    continue
-                weighted = loss * units(mask) / total
-                loss_sum = weighted if loss_sum is None else loss_sum + weighted
-                for k, v in {"loss/policy": pl.item(), **extra, **pstats}.items():
-                    stats.setdefault(k, []).append(float(v))
-            if loss_sum is not None:
-                loss_sum.backward()
+        minibatch = minibatch[torch.argsort(batch.episodes.attention_mask[minibatch].sum(1), stable=True)]
+        for part in minibatch.split(self.cfg.micro_batch_size):
+            loss = self._micro_loss(batch.rows(part), total, skip, stats)
+            if loss is not None:
+                loss.backward()
         for agent, params in self.groups.items():
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm) if agent not in skip else None
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm) if agent not in skip else None
             if norm is None or not torch.isfinite(norm):
                 for p in params:  # skip this agent's update rather than corrupt its adapter
                     p.grad = None
                 skip.add(agent)
             else:
-                stats.setdefault(f"grad_norm/agent{agent}", []).append(norm.item())
+                stats[f"grad_norm/agent{agent}"].append(norm.item())
         skipped = sorted(skip & set(self.groups))
         for agent in self.groups:
-            stats.setdefault(f"nonfinite/agent{agent}", []).append(float(agent in skip))
-        stats.setdefault("nonfinite_updates", []).append(float(len(skipped)))
+            stats[f"nonfinite/agent{agent}"].append(float(agent in skip))
+        stats["nonfinite_updates"].append(float(len(skipped)))
         if skipped:
             names = ", ".join(map(str, skipped))
             print(f"maporl: warning: non-finite loss, gradient or reward; skipped agent(s) {names}", file=sys.stderr)
-            self.step_had_nonfinite = True
         faults.point("update")
         self.optimizer.step()
         self.scheduler.step()
+        return set(skipped)
+
+    def _micro_loss(self, sub: TrainBatch, total: torch.Tensor, skip: set[int], stats: Stats) -> torch.Tensor | None:
+        """One mixed-adapter forward for every agent's rows; the sum of the agents' losses, each weighted by its
+        share of the minibatch (`total` units). An agent whose loss is not finite joins `skip`."""
+        ppo = self.policy.value_heads is not None
+        logp, values = self.policy.forward(sub.episodes, with_values=ppo)
+        owners, cfg = self._owners(sub.episodes.agent), self.cfg
+        loss_sum = None
+        # The loss is a sum over agents' rows, so it is built per agent: a non-finite part skips only that agent.
+        for agent in owners.unique().tolist():
+            if agent in skip:
+                continue
+            rows = (owners == agent).nonzero().squeeze(1)
+            mask, lp = sub.episodes.answer_mask[rows], logp[rows]
+            old = lp.detach() if sub.old_logprobs is None else sub.old_logprobs[rows]
+            policy_loss, pstats = losses.policy_loss(lp, old, sub.advantages[rows], mask, cfg.clip_eps, cfg.agg)
+            loss, extra = policy_loss, {}
+            if ppo:
+                vl = losses.value_loss(
+                    values[rows], sub.old_values[rows], sub.returns[rows], mask, cfg.value_clip_eps, cfg.agg
+                )
+                loss, extra = loss + cfg.vf_coef * vl, {"loss/value": vl.item()}
+            elif sub.ref_logprobs is not None:  # grpo/rloo: the KL is a loss term (ppo has it in the reward)
+                per_token = losses.kl_penalty(lp, sub.ref_logprobs[rows], cfg.kl_estimator, mask)
+                kl = losses.aggregate(per_token, mask, cfg.agg)
+                loss, extra = loss + cfg.kl_coef * kl, {"kl": kl.item()}
+            if not torch.isfinite(loss):
+                skip.add(agent)
+                continue
+            weighted = loss * _units(mask, cfg.agg) / total
+            loss_sum = weighted if loss_sum is None else loss_sum + weighted
+            for k, v in {"loss/policy": policy_loss.item(), **extra, **pstats}.items():
+                stats[k].append(float(v))
+        return loss_sum
 
 
-def _cut(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Right-align a full-width (R, L-1) tensor with a sub-batch trimmed of leading padding columns."""
-    return x[:, x.shape[1] - width :]
+def _units(mask: torch.Tensor, agg: str) -> torch.Tensor:
+    """What a micro-batch's loss is a mean over: its answer tokens (token_mean) or its answers with at least one
+    token (sequence means). Weighting micro-batches by it makes the accumulated gradient one pass's."""
+    return mask.sum() if agg == "token_mean" else mask.any(-1).sum()
 
 
-def _whiten(advantages: torch.Tensor, mask: torch.Tensor, batch: EpisodeBatch, how: str) -> torch.Tensor:
-    """Whiten advantages per (agent, turn) group (released code), over the whole batch, or not at all."""
-    if how == "none":
-        return advantages
-    if how == "batch":
-        return adv.masked_whiten(advantages, mask)
-    out = advantages.clone()
-    for key in torch.unique(batch.agent * 1000 + batch.turn):
-        rows = (batch.agent * 1000 + batch.turn) == key
-        sub_mask = mask[rows]
-        if sub_mask.sum() > 1:
-            out[rows] = adv.masked_whiten(advantages[rows], sub_mask)
-    return out
+def _finite_rows(x: torch.Tensor | None) -> torch.Tensor | bool:
+    """(E,) True where every entry of the row is finite (True for no tensor)."""
+    return True if x is None else torch.isfinite(x).all(dim=1)

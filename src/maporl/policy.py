@@ -8,44 +8,16 @@ same model with adapters switched off, so no second copy of the weights is kept.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from maporl.records import Transcript
+from maporl.records import EpisodeBatch, Transcript
 from maporl.team import Team
 
 
-@dataclass(frozen=True)
-class EpisodeBatch:
-    """Tokenised episodes, left-padded. E episodes, L tokens."""
-
-    input_ids: torch.Tensor  # (E, L) prompt + answer + end-of-turn token
-    attention_mask: torch.Tensor  # (E, L)
-    answer_mask: torch.Tensor  # (E, L-1) bool: position p scores token p+1, True where that token is the answer's
-    agent: torch.Tensor  # (E,) long
-    turn: torch.Tensor  # (E,) long
-    problem: torch.Tensor  # (E,) long, index into the step's transcripts
-    reward: torch.Tensor  # (E,) float, the MAPoRL reward of the episode
-
-    def rows(self, index: torch.Tensor) -> EpisodeBatch:
-        """A sub-batch, trimmed of columns that are padding in every selected row."""
-        mask = self.attention_mask[index]
-        first = int(mask.any(0).nonzero()[0]) if mask.any() else 0
-        return EpisodeBatch(
-            self.input_ids[index, first:],
-            mask[:, first:],
-            self.answer_mask[index, first:],
-            self.agent[index],
-            self.turn[index],
-            self.problem[index],
-            self.reward[index],
-        )
-
-
 def encode_episodes(
-    tokenizers, transcripts: Sequence[Transcript], episodes: Sequence[tuple[int, int, int]], rewards: torch.Tensor
+    tokenizers, transcripts: Sequence[Transcript], episodes: Sequence[tuple[int, int, int]]
 ) -> EpisodeBatch:
     """Tokenise (problem b, agent i, turn t) episodes: the prompt the agent saw, then its answer and end-of-turn.
 
@@ -82,7 +54,6 @@ def encode_episodes(
         index[:, 1],
         index[:, 2],
         index[:, 0],
-        torch.stack([rewards[b, i, t] for b, i, t in episodes]).float() if episodes else torch.zeros(0),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from maporl.errors import UsageError
+from maporl.generation import Completion, GenRequest
 
 
 def _ray():
@@ -30,11 +31,11 @@ class _GeneratorWorker:
     def __init__(self, cfg, threads: int):
         import torch
 
-        from maporl.team import build_team, hf_generator
+        from maporl.team import build_generator, build_team
 
         torch.set_num_threads(threads)  # as many as the driver: same kernels, same sampled tokens
         self.team = build_team(cfg, with_adapters=True)
-        self.generator = hf_generator(cfg, self.team)
+        self.generator = build_generator(cfg, self.team)
 
     def generate(self, requests):
         return self.generator.generate(requests)
@@ -70,18 +71,16 @@ class RayGenerator:
         self._ray = ray
         self.actor = ray.remote(_GeneratorWorker).remote(cfg, torch.get_num_threads())
 
-    def generate(self, requests: Sequence) -> list[str]:
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         return self._ray.get(self.actor.generate.remote(list(requests)))
 
     def sync(self, team) -> None:
         from peft import get_peft_model_state_dict
 
         states = {}
-        for slot in team.slots:
-            if slot.adapter is not None and (slot.model_key, slot.adapter) not in states:
-                model = team.models[slot.model_key]
-                state = get_peft_model_state_dict(model, adapter_name=slot.adapter)
-                states[(slot.model_key, slot.adapter)] = {k: v.detach().clone() for k, v in state.items()}
+        for key, name in team.adapters():
+            state = get_peft_model_state_dict(team.models[key], adapter_name=name)
+            states[(key, name)] = {k: v.detach().clone() for k, v in state.items()}
         self._ray.get(self.actor.load_adapters.remote(states))
 
     @property

@@ -1,8 +1,14 @@
-"""Typed, frozen records passed between stages (text only: tensors appear from the verifier on)."""
+"""Typed, frozen records passed between stages: text (problems, answers, transcripts), then tensors (episodes).
+
+Tensor shapes: B discussions, N agents, T turns; E episodes (one agent's answer at one turn), L tokens.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -51,3 +57,80 @@ class Transcript:
     def from_json(d: dict) -> Transcript:
         answers = tuple(tuple(Answer(**{**a, "prompt": tuple(a["prompt"])}) for a in turn) for turn in d["answers"])
         return Transcript(problem=Problem(**d["problem"]), answers=answers, meta=d.get("meta", {}))
+
+
+def answer_grid(
+    transcripts: Sequence[Transcript], values: Callable[[list[tuple[Transcript, Answer]]], Sequence[float]]
+) -> torch.Tensor:
+    """A (B, N, T) float tensor with one value per answer: [b, i, t] is agent i's answer at turn t of discussion b.
+
+    `values` receives every (transcript, answer) pair at once, ordered by (b, i, t), so a batched scorer (a
+    learned verifier) makes one call; it returns one value per pair.
+    """
+    if not transcripts:
+        return torch.zeros(0, 0, 0)
+    n, t = transcripts[0].num_agents, transcripts[0].num_turns
+    pairs = [(tr, tr.answers[k][i]) for tr in transcripts for i in range(n) for k in range(t)]
+    return torch.tensor(list(values(pairs)), dtype=torch.float).reshape(len(transcripts), n, t)
+
+
+@dataclass(frozen=True)
+class AgentSlot:
+    """Where an agent's policy lives: a model key of its team and the peft adapter to activate (None: bare model)."""
+
+    model_key: str
+    adapter: str | None = None
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """Tokenised episodes, left-padded: the prompt an agent saw, then its answer and end-of-turn token."""
+
+    input_ids: torch.Tensor  # (E, L) long
+    attention_mask: torch.Tensor  # (E, L) long
+    answer_mask: torch.Tensor  # (E, L-1) bool: position p scores token p+1, True where that token is the answer's
+    agent: torch.Tensor  # (E,) long
+    turn: torch.Tensor  # (E,) long
+    problem: torch.Tensor  # (E,) long, index of the episode's discussion among the step's transcripts
+
+    def rows(self, index: torch.Tensor) -> EpisodeBatch:
+        """A sub-batch, trimmed of leading columns that are padding in every selected row."""
+        mask = self.attention_mask[index]
+        first = int(mask.any(0).nonzero()[0]) if mask.any() else 0
+        return EpisodeBatch(
+            self.input_ids[index, first:],
+            mask[:, first:],
+            self.answer_mask[index, first:],
+            self.agent[index],
+            self.turn[index],
+            self.problem[index],
+        )
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """What one update trains on: the episodes and, per scored position, the targets computed before the update."""
+
+    episodes: EpisodeBatch
+    advantages: torch.Tensor  # (E, L-1)
+    returns: torch.Tensor | None  # (E, L-1) value targets (PPO); None without value heads
+    old_logprobs: torch.Tensor | None  # (E, L-1) log π_old; None: one on-policy pass, the current ones detached
+    old_values: torch.Tensor | None  # (E, L-1) V_old (PPO)
+    ref_logprobs: torch.Tensor | None  # (E, L-1) log π_ref (algo.kl_coef > 0)
+
+    def rows(self, index: torch.Tensor) -> TrainBatch:
+        """A sub-batch: its episodes trimmed of all-padding columns, every (E, L-1) tensor cut to the same width."""
+        episodes = self.episodes.rows(index)
+        width = episodes.answer_mask.shape[1]
+
+        def cut(x: torch.Tensor | None) -> torch.Tensor | None:  # right-aligned: the trimmed columns are leading
+            return None if x is None else x[index, x.shape[1] - width :]
+
+        return TrainBatch(
+            episodes,
+            cut(self.advantages),
+            cut(self.returns),
+            cut(self.old_logprobs),
+            cut(self.old_values),
+            cut(self.ref_logprobs),
+        )

@@ -38,6 +38,8 @@ from typing import Literal
 
 import torch
 
+from maporl.config import RewardConfig
+
 Convention = Literal["paper", "official"]
 
 # What each event means; the keys are also the metric names of `incentive_counts`.
@@ -247,3 +249,26 @@ def maporl_rewards(
     _check_convention(convention)
     r_inf = influence_reward(scores, gamma)
     return r_inf + incentives(correct, alpha, beta, convention).to(r_inf)
+
+
+def step_rewards(
+    raw: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, cfg: RewardConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training step's rewards from its verifier scores, as `reward.*` says.
+
+    Args:
+        raw: (B, N, T) verifier scores in [0, 1] (the label verifier's 1/0 with `verifier.kind=label`).
+        labels: (B, N, T) ground-truth correctness, 1/0.
+        valid: (B, N, T) bool, False where the answer has no parseable final answer (it scores `invalid_penalty`).
+        cfg: gamma, alpha, beta, convention, invalid_penalty and incentive_source (`label`: the incentives read
+            the ground truth; `verifier`: the verifier's score thresholded at 0.5).
+
+    Returns:
+        (rewards (B, N, T), the correctness the incentives read (B, N, T)).
+    """
+    scores = apply_validity_penalty(raw, valid, cfg.invalid_penalty)
+    correct = labels if cfg.incentive_source == "label" else (raw >= 0.5).to(raw.dtype)
+    rewards = maporl_rewards(
+        scores, correct, gamma=cfg.gamma, alpha=cfg.alpha, beta=cfg.beta, convention=cfg.convention
+    )
+    return rewards, correct

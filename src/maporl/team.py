@@ -10,6 +10,7 @@ tokenizer, and give every agent its own adapter on its model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from maporl import lora_batch
 from maporl.config import Config
 from maporl.errors import UsageError, did_you_mean
 from maporl.generation import Generator
-from maporl.generation.hf import AgentSlot, HFGenerator
+from maporl.generation.hf import HFGenerator
 from maporl.models import load_model, load_tokenizer, resolve_model_dir
+from maporl.records import AgentSlot
 
 
 @dataclass
@@ -32,6 +34,17 @@ class Team:
     models: dict[str, PreTrainedModel]
     tokenizers: dict[str, PreTrainedTokenizerBase]
     slots: list[AgentSlot]
+
+    def tokenizer(self, agent: int) -> PreTrainedTokenizerBase:
+        return self.tokenizers[self.slots[agent].model_key]
+
+    def adapters(self) -> list[tuple[str, str]]:
+        """Every distinct (model key, adapter name), in agent order (agents may share one)."""
+        return list(dict.fromkeys((s.model_key, s.adapter) for s in self.slots if s.adapter is not None))
+
+    def untrained(self) -> Team:
+        """The same models with every adapter switched off (peft's "__base__" rows): the base team."""
+        return Team(self.models, self.tokenizers, [AgentSlot(s.model_key) for s in self.slots])
 
 
 def lora_config(cfg: Config) -> LoraConfig:
@@ -79,6 +92,14 @@ def build_team(cfg: Config, with_adapters: bool) -> Team:
     return Team({"base": model}, {"base": tokenizer}, slots)
 
 
+def team_config(cfg: Config, run_cfg: dict | None) -> Config:
+    """The config to build a trained run's team with: an agent trained alone (a run of one agent) sits in every seat
+    of a larger team, as one adapter shared by all (`checkpoint.load_weights` puts its adapter there)."""
+    if run_cfg and run_cfg.get("discussion", {}).get("num_agents") == 1 and cfg.discussion.num_agents > 1:
+        return dataclasses.replace(cfg, discussion=dataclasses.replace(cfg.discussion, adapters="shared"))
+    return cfg
+
+
 def _heterogeneous(cfg: Config, with_adapters: bool) -> Team:
     """Agents name their own base models: one model (and tokenizer) per distinct directory, one adapter per agent."""
     paths = [str(resolve_model_dir(name)) for name in cfg.model.agent_models]
@@ -109,6 +130,7 @@ GENERATORS: dict[str, Callable[[Config, Team], Generator]] = {"hf": hf_generator
 
 
 def build_generator(cfg: Config, team: Team | None = None) -> Generator:
+    """The `generation.backend` generator over `team` (default: the untrained team, every agent the bare base)."""
     if cfg.generation.backend not in GENERATORS:
         hint = did_you_mean(cfg.generation.backend, list(GENERATORS))
         raise UsageError(

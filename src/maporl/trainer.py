@@ -1,17 +1,21 @@
 """THE loop: MAPoRL co-training, read top to bottom like the paper's algorithm box.
 
     for each step:
-        problems   <- task.sample(train split)                        # each discussed K = rollouts_per_problem times
-        transcripts <- discussion.run(agents, problems)               # N agents x T turns
-        scores     <- verifier(transcripts)                          # (B, N, T) in [0, 1]; invalid -> penalty
-        rewards    <- maporl_rewards(scores, correct)                 # influence-aware + corrective/persuasive terms
-        advantages <- GAE on value heads (ppo) | group baselines (grpo, rloo)
-        update every trained agent                                   # clipped surrogate (+ value loss, KL)
+        problems    <- task.sample(train split)                     # each discussed K = rollouts_per_problem times
+        transcripts <- discussion.run(agents, problems)             # N agents x T turns
+        scores      <- verifier(transcripts)                        # (B, N, T) in [0, 1]; invalid -> penalty
+        rewards     <- step_rewards(scores, labels)                 # influence-aware + corrective/persuasive terms
+        log π_old, V_old, log π_ref <- the policies, no gradients   # what the update compares against
+        advantages, returns <- compute_advantages(rewards, ...)     # GAE on value heads (ppo) | group baselines
+        update every trained agent                                  # clipped surrogate (+ value loss, KL)
         log; every k steps: evaluate, checkpoint
 
 Departures from the paper's PPO, all settings: `grpo`/`rloo` replace the value head with a baseline from the same
 (problem, agent, turn) over K independent discussions (default, cheapest on CPU); the KL to the reference is a loss
 term for those (in the reward for PPO); LoRA dropout is 0 (peft mixed-adapter batches need eval mode).
+
+`algo.name=sft` is the paper's naive-SFT baseline in the same loop: the untrained team discusses, the discussions
+whose final answers are all right are kept, and every trained answer in them gets advantage 1.
 """
 
 from __future__ import annotations
@@ -21,32 +25,20 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
 from maporl import checkpoint, discussion, faults
 from maporl.advantages import compute_advantages
-from maporl.config import Config, dump_yaml
+from maporl.config import Config
 from maporl.evaluate import evaluate_team
 from maporl.learner import Learner
 from maporl.policy import Policy, encode_episodes
-from maporl.rewards import apply_validity_penalty, incentive_counts, maporl_rewards
-from maporl.rundir import write_transcripts
+from maporl.records import TrainBatch, answer_grid
+from maporl.rewards import incentive_counts, step_rewards
+from maporl.rundir import save_config, write_transcripts
 from maporl.tasks import get_task
 from maporl.team import build_generator, build_team
 from maporl.utils import progress, seed_everything
 from maporl.verifiers import build_verifier
 from maporl.verifiers.label import LabelVerifier
-
-
-def group_ids(cfg: Config, problems: int) -> torch.Tensor:
-    """Group id of every (b, i, t) episode, laid out (B, N, T), for the group-relative baselines."""
-    k, n, t = cfg.algo.rollouts_per_problem, cfg.discussion.num_agents, cfg.discussion.turns
-    b = torch.arange(problems * k)[:, None, None].expand(-1, n, t)
-    p = b // k  # problem index: the K rollouts of a problem are consecutive
-    i = torch.arange(n)[None, :, None].expand_as(b)
-    tt = torch.arange(t)[None, None, :].expand_as(b)
-    ids = {"rollout": (p * n + i) * t + tt, "problem": p, "agent_turn": i * t + tt, "problem_turn": p * t + tt}
-    return ids[cfg.algo.group_by].reshape(-1)
 
 
 def step_problems(cfg: Config, task, step: int):
@@ -61,22 +53,22 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
     team = build_team(cfg, with_adapters=True)
     policy = Policy(team, value_heads=cfg.algo.name == "ppo")
-    generator, verifier, labeler = _backends(cfg, team, task)
+    generator, verifier, labeler = _backends(cfg, team, task)  # the generator samples from the trained policies
+    sft = cfg.algo.name == "sft"
+    rollout_generator = build_generator(cfg, team.untrained()) if sft else generator
     agents = list(cfg.train.agents) or list(range(n))
     learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed)
-    trained = [(i, t) for i in agents for t in (cfg.train.turns or range(turns))]
+    slots = [(i, t) for i in agents for t in (cfg.train.turns or range(turns))]
+    tokenizers = [team.tokenizer(i) for i in range(n)]
     start_step = 0
     if resume and (ckpt := checkpoint.latest(run_dir)) is not None:
         checkpoint.load_weights(ckpt, policy)
         start_step = checkpoint.load_trainer_state(ckpt, learner)
-    sync = getattr(generator, "sync", lambda team: None)  # remote generators copy the current adapters
-    sync(team)
+    generator.sync(team)
     if resume:  # rows logged after the checkpoint (the crashed steps) are dropped: they are about to be redone
         _truncate_metrics(run_dir / "metrics.jsonl", start_step)
-    tokenizers = [team.tokenizers[slot.model_key] for slot in team.slots]
-    run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():  # library use: `maporl eval --checkpoint RUN_DIR` needs it
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        save_config(run_dir, cfg)
     metrics_file = (run_dir / "metrics.jsonl").open("a")
     (run_dir / "transcripts").mkdir(exist_ok=True)
     started, done, timings = time.time(), start_step, {}
@@ -98,32 +90,21 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
                 break
             with timed("generation"):
                 problems, rollouts = step_problems(cfg, task, step)
-                transcripts = discussion.run(rollouts, task, generator, cfg.discussion, cfg.seed, step)
+                transcripts = discussion.run(rollouts, task, rollout_generator, cfg.discussion, cfg.seed, step)
             with timed("scoring"):
                 labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
                 raw = labels if verifier is labeler else verifier.score(transcripts)  # (B, N, T) in [0, 1]
-                valid = torch.tensor(
-                    [
-                        [[tr.answers[t][i].parsed is not None for t in range(turns)] for i in range(n)]
-                        for tr in transcripts
-                    ]
-                )
-                scores = apply_validity_penalty(raw, valid, cfg.reward.invalid_penalty)
-                r = cfg.reward
-                # Incentives read correctness from the ground truth, or from the verifier's score thresholded at 0.5.
-                correct = labels if r.incentive_source == "label" else (raw >= 0.5).float()
-                rewards = maporl_rewards(
-                    scores, correct, gamma=r.gamma, alpha=r.alpha, beta=r.beta, convention=r.convention
-                )
+                valid = answer_grid(transcripts, lambda pairs: [a.parsed is not None for _, a in pairs]).bool()
+                rewards, correct = step_rewards(raw, labels, valid, cfg.reward)
             with timed("update"):
-                episodes = [(b, i, t) for b in range(len(transcripts)) for i, t in trained]
-                batch = encode_episodes(tokenizers, transcripts, episodes, rewards)
-                episode_adv = None
-                if cfg.algo.name != "ppo":
-                    all_adv = compute_advantages(cfg.algo.name, rewards.reshape(-1), group_ids(cfg, len(problems)))
-                    episode_adv = all_adv.reshape(rewards.shape)[batch.problem, batch.agent, batch.turn]
-                stats = learner.update(batch, episode_adv)
-                sync(team)
+                # Naive SFT keeps the discussions whose final answers are all right; RL trains on every discussion.
+                kept = labels[:, :, -1].bool().all(dim=1) if sft else labels.new_ones(len(transcripts)).bool()
+                episodes = [(b, i, t) for b in kept.nonzero().flatten().tolist() for i, t in slots]
+                batch = encode_episodes(tokenizers, transcripts, episodes)
+                old_logp, old_values, ref_logp = learner.old_policy(batch)
+                advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp)
+                stats = learner.update(TrainBatch(batch, advantages, returns, old_logp, old_values, ref_logp))
+                generator.sync(team)
 
             row = {"step": step + 1, **timings, "time/step": sum(timings.values()), **stats}
             row["reward/mean"] = rewards.mean().item()
@@ -135,7 +116,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             answers = [a for tr in transcripts for turn in tr.answers for a in turn]
             row["train/truncated_rate"] = sum(a.truncated for a in answers) / len(answers)
             row["train/invalid_rate"] = 1.0 - valid.float().mean().item()
-            row |= {f"incentive/{k}": v for k, v in incentive_counts(correct, r.convention).items()}
+            row |= {f"incentive/{k}": v for k, v in incentive_counts(correct, cfg.reward.convention).items()}
+            if sft:
+                row["sft/kept_fraction"] = kept.float().mean().item()
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
             accs = "→".join(f"{row[f'train/acc/turn{t}']:.0%}" for t in range(turns))

@@ -1,4 +1,5 @@
-"""Generation backends behind one protocol, chosen from one table (vLLM and Ray plug in here)."""
+"""The generation protocol: requests in, typed completions out. Backends (hf.py, vllm.py, Ray) implement it and
+`team.GENERATORS` picks one by `generation.backend`."""
 
 from __future__ import annotations
 
@@ -9,17 +10,12 @@ from typing import Protocol
 from maporl.prompts import Messages
 
 
-class Completion(str):
-    """Generated text that also says whether it was cut off at max_new_tokens (no end-of-turn token). A str, so
-    generators that do not know (test fakes) can return plain strings: those count as finished."""
+@dataclass(frozen=True)
+class Completion:
+    """One generated answer."""
 
-    truncated: bool = False
-
-
-def completion(text: str, truncated: bool) -> Completion:
-    c = Completion(text)
-    c.truncated = truncated
-    return c
+    text: str  # the decoded answer, without the end-of-turn token
+    truncated: bool = False  # cut off at max_new_tokens: the end-of-turn token was never sampled
 
 
 @dataclass(frozen=True)
@@ -32,8 +28,14 @@ class GenRequest:
 
 
 class Generator(Protocol):
-    def generate(self, requests: Sequence[GenRequest]) -> list[str]:
+    tokens_generated: int  # for throughput reports: every answer's tokens up to and including its end of turn
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         """One completion per request, in order. The same requests (and seeds) give the same completions."""
+        ...
+
+    def sync(self, team) -> None:
+        """After an update: sample from the team's current adapters from now on (copies them where needed)."""
         ...
 
 

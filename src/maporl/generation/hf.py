@@ -7,13 +7,13 @@ exact sample from softmax(logits / T), so a row's text does not depend on which 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from peft import PeftModel
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
-from maporl.generation import GenRequest, completion
+from maporl.generation import Completion, GenRequest
+from maporl.records import AgentSlot
 
 _M32 = 0xFFFFFFFF
 
@@ -73,14 +73,6 @@ class SeededGumbelSampler(LogitsProcessor):
         return scores.float() / self.temperature + gumbel
 
 
-@dataclass(frozen=True)
-class AgentSlot:
-    """Where an agent's policy lives: a model key and the peft adapter to activate (None: the bare model)."""
-
-    model_key: str
-    adapter: str | None = None
-
-
 class HFGenerator:
     """Batched generation over one or more models; rows of one model go through as few `generate` calls as possible."""
 
@@ -97,8 +89,11 @@ class HFGenerator:
         self.temperature, self.max_new_tokens, self.batch_size = temperature, max_new_tokens, batch_size
         self.tokens_generated = 0  # for throughput reports (tokens up to and including each row's end of turn)
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[str]:
-        out: list[str | None] = [None] * len(requests)
+    def sync(self, team) -> None:
+        """Nothing to copy: this generator samples from the very models the learner updates."""
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
+        out: list[Completion | None] = [None] * len(requests)
         by_model: dict[str, list[int]] = {}
         for i, r in enumerate(requests):
             by_model.setdefault(self.slots[r.agent].model_key, []).append(i)
@@ -113,7 +108,7 @@ class HFGenerator:
         return [t for t in out if t is not None]
 
     @torch.no_grad()
-    def _generate(self, key: str, requests: list[GenRequest]) -> list[str]:
+    def _generate(self, key: str, requests: list[GenRequest]) -> list[Completion]:
         model, tokenizer = self.models[key], self.tokenizers[key]
         texts = [
             tokenizer.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=False)
@@ -142,4 +137,4 @@ class HFGenerator:
         # generate() runs until every row has ended or max_new_tokens: a row with no end token was cut off.
         cut = (ended[:, -1] == 0).tolist() if new_tokens.shape[1] else [False] * len(requests)
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [completion(t, c) for t, c in zip(texts, cut, strict=True)]
+        return [Completion(t, c) for t, c in zip(texts, cut, strict=True)]

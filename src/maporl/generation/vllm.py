@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maporl.errors import UsageError
+from maporl.generation import Completion, GenRequest, sampling_params
 
 
 class VLLMGenerator:
@@ -43,7 +44,7 @@ class VLLMGenerator:
         self.version = 0
         self.lora: dict[str, object] = {}  # adapter name -> current LoRARequest
         self.tokens_generated = 0
-        if any(slot.adapter for slot in team.slots):
+        if team.adapters():
             self.sync(team)
 
     def _lora_request(self, name: str, lora_id: int, path: Path):
@@ -63,8 +64,7 @@ class VLLMGenerator:
         self.version += 1
         root = self.workdir / f"v{self.version:06d}"
         model = next(iter(team.models.values()))
-        names = sorted({slot.adapter for slot in team.slots if slot.adapter})
-        for k, name in enumerate(names):
+        for k, (_, name) in enumerate(team.adapters()):
             out = root / name
             out.mkdir(parents=True, exist_ok=True)
             state = get_peft_model_state_dict(model, adapter_name=name)
@@ -79,9 +79,7 @@ class VLLMGenerator:
         old = self.workdir / f"v{self.version - 2:06d}"
         shutil.rmtree(old, ignore_errors=True)  # keep the previous version while requests may still use it
 
-    def generate(self, requests: Sequence) -> list[str]:
-        from maporl.generation import sampling_params
-
+    def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         prompts = [
             self.tokenizer.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=False)
             for r in requests
@@ -92,10 +90,5 @@ class VLLMGenerator:
         ]
         loras = [self.lora.get(self.team.slots[r.agent].adapter or "") for r in requests]
         outputs = self.engine.generate(prompts, params, lora_request=loras, use_tqdm=False)
-        from maporl.generation import completion
-
-        texts = [
-            completion(o.outputs[0].text, getattr(o.outputs[0], "finish_reason", "stop") == "length") for o in outputs
-        ]
         self.tokens_generated += sum(len(o.outputs[0].token_ids) for o in outputs)
-        return texts
+        return [Completion(o.outputs[0].text, o.outputs[0].finish_reason == "length") for o in outputs]
