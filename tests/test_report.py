@@ -1,5 +1,5 @@
-"""report.html (plots, config, metrics, transcript browser), the SFT baseline, the single-agent seat copy and
-`maporl reproduce` end to end on a random tiny model."""
+"""report.html (plots, config, metrics, transcript browser), the single-agent seat copy and `maporl reproduce` end
+to end on a random tiny model."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from maporl import sft
 from maporl.cli import main
+from maporl.config import load_config
 from maporl.report import markdown_to_html, write_report
 from maporl.reproduce import steps_trained
-from maporl.tasks import get_task
 
 HOSTILE = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -101,44 +99,6 @@ def test_report_of_nothing_is_a_usage_error(tmp_path, capsys):
 def test_markdown_tables_become_html():
     out = markdown_to_html("### A <x>\n\n| m | t0 |\n|---|---|\n| a | 1.0 |\n\nnote")
     assert "<h3>A &lt;x&gt;</h3>" in out and "<th>m</th>" in out and "<td>1.0</td>" in out and "<p>note</p>" in out
-
-
-class AlwaysRight:
-    """The real task's sampling and prompts, but every answer counts as correct (a random model is never right)."""
-
-    def __init__(self, name):
-        self.task = get_task(name)
-
-    def __getattr__(self, name):
-        return getattr(self.task, name)
-
-    def is_correct(self, predicted, problem):
-        return True
-
-
-def test_sft_baseline_trains_on_kept_traces(monkeypatch, tmp_path, tiny_model_dir):
-    from test_training import lora_state, tiny_cfg
-
-    from maporl.team import build_team
-
-    monkeypatch.setattr(sft, "get_task", AlwaysRight)
-    teams = []
-    real = sft.build_team
-
-    def capture(cfg, with_adapters):
-        teams.append(real(cfg, with_adapters))
-        return teams[-1]
-
-    monkeypatch.setattr(sft, "build_team", capture)
-    cfg = tiny_cfg(tiny_model_dir)
-    result = sft.train_sft(cfg, tmp_path, quiet=True)
-    fresh = build_team(cfg, with_adapters=True)
-    for agent in ("agent0", "agent1"):
-        before, after = lora_state(fresh, agent), lora_state(teams[0], agent)
-        assert any(not torch.equal(before[n], after[n]) for n in before)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["sft/kept_fraction"] for r in rows] == [1.0, 1.0] and result["steps"] == 2
-    assert (result["checkpoint"] / "adapter_agent0.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -321,9 +281,9 @@ def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
     monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
     monkeypatch.setattr("maporl.report.write_report", lambda out: None)
     methods = ("untrained", "single_agent_rl", "maporl")
-    args = dict(budget_min=1, task="arith_chain", transfer_task="arith_word", seeds=[0], overrides=[], quiet=True)
+    cfg = load_config(None, ["reproduce.budget_min=1", "reproduce.methods=[untrained,single_agent_rl,maporl]"])
     with pytest.raises(UsageError, match="cut off"):
-        rep.reproduce(tmp_path, methods=methods, **args)
+        rep.reproduce(cfg, tmp_path, quiet=True)
     partial = json.loads((tmp_path / "results.json").read_text())
     assert partial["seeds_done"] == {"untrained": 1, "single_agent_rl": 1}
     assert list(partial["methods"]) == ["untrained", "single_agent_rl"]
@@ -331,7 +291,7 @@ def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
     table = (tmp_path / "results.md").read_text()
     assert "Partial" in table and "untrained 1, single_agent_rl 1" in table and "| maporl |" not in table
     cut_off["on"] = False
-    final = rep.reproduce(tmp_path, methods=methods, resume=True, **args)
+    final = rep.reproduce(cfg, tmp_path, resume=True, quiet=True)
     assert "seeds_done" not in final and list(final["methods"]) == list(methods)
     table = (tmp_path / "results.md").read_text()
     assert "Partial" not in table and "| (c) MAPoRL − untrained | +30.0 | ≥ +15 | met |" in table

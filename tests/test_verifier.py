@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from maporl.cli import main
+from maporl.config import load_config, with_overrides
 from maporl.errors import UsageError
 from maporl.verifiers.data import balance, read_rows
 from maporl.verifiers.train import ece, fit_calibration, fit_temperature, roc_auc
@@ -123,11 +124,11 @@ def test_practice_needs_the_generative_verifier(tmp_path, capsys):
     (tmp_path / "d.jsonl").write_text(json.dumps(row("q", "r", 1)) + "\n")
     argv = ["verifier", "train", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "v"), "--practice", "10"]
     assert main([*argv, "--kind", "classifier"]) == 2
-    assert "--practice needs --kind generative" in capsys.readouterr().err
-    assert main([*argv[:-1], "-1"]) == 2
-    assert "--practice >= 0" in capsys.readouterr().err
+    assert "verifier_train.practice needs verifier_train.kind=generative" in capsys.readouterr().err
+    assert main([*argv[:-1], "-2"]) == 2
+    assert "verifier_train.practice must be >= 0" in capsys.readouterr().err
     assert main([*argv, "--lr-final-ratio", "2"]) == 2
-    assert "--lr-final-ratio must be in [0, 1], got 2.0" in capsys.readouterr().err
+    assert "verifier_train.lr_final_ratio must be in [0, 1]" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:  # argparse choices
         main([*argv, "--score", "vibes"])
     assert exit_info.value.code == 2 and "invalid choice: 'vibes'" in capsys.readouterr().err
@@ -184,8 +185,8 @@ def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
     """Solve-then-verdict verifier: targets are the worked solution + "Verdict: Yes/No"; here the label follows the
     "!" rule and the solution is left out, so the random model must learn the verdict from the response alone."""
     from maporl.records import Answer, Problem, Transcript
+    from maporl.verifiers import load_learned_verifier
     from maporl.verifiers.generative import META_FILE, encode_for_training, proposed_answer, written_part
-    from maporl.verifiers.model import load_model_verifier
 
     rows = [json.loads(line) for line in (pipeline / "bal.jsonl").read_text().splitlines()]
     assert all(r["solution"].endswith("The answer is " + r["solution"].rsplit(" ", 1)[-1]) for r in rows)
@@ -235,7 +236,7 @@ def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
         assert batch["labels"][i, n - 1] == batch["input_ids"][i, n - 1] and int(batch["verdict_at"][i]) == n - 2
         assert (batch["labels"][i, n:] == -100).all()
 
-    v = load_model_verifier(pipeline / "g")
+    v = load_learned_verifier(pipeline / "g")
     pairs = [("What is 1+1?", "so. The answer is 2!"), ("What is 1+1?", "so. The answer is 2?")]
     assert v.probabilities(pairs) == v.probabilities(pairs)  # deterministic, greedy
     v.samples = 3  # a vote over sampled solutions: still deterministic (fixed seed in a forked RNG), still in [0, 1]
@@ -257,8 +258,8 @@ def test_answer_score_reads_agreement_with_the_verifiers_own_answer(pipeline, ti
     answers are no training target there, so the verifier learns to write its own answer; here its solution is
     always "The answer is 7.", and responses answering 7 are right."""
     from maporl.models import load_tokenizer
+    from maporl.verifiers import load_learned_verifier
     from maporl.verifiers.generative import answer_span, encode_for_training, verdict_logits
-    from maporl.verifiers.model import load_model_verifier
 
     rows = [json.loads(line) for line in (pipeline / "bal.jsonl").read_text().splitlines()]
     for k, r in enumerate(rows):
@@ -280,7 +281,7 @@ def test_answer_score_reads_agreement_with_the_verifiers_own_answer(pipeline, ti
     assert main([*argv, "--practice", "0", "--epochs", "6", "--lr", "3e-3", "--batch-size", "16"]) == 0
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["score"] == "answer" and metrics["roc_auc"] > 0.9 and metrics["own_solve_rate"] > 0.9, metrics
-    v = load_model_verifier(path)
+    v = load_learned_verifier(path)
     assert v.score_kind == "answer"
     right, wrong = v.probabilities([("What is 3+4?", "The answer is 7."), ("What is 3+4?", "The answer is 8.")])
     assert 0 <= wrong < right <= 1
@@ -295,20 +296,19 @@ def test_practice_rows_join_every_step_and_never_leak(pipeline, tiny_model_dir, 
 
     rows = [json.loads(line) for line in (pipeline / "bal.jsonl").read_text().splitlines()]
     practice = practice_rows(get_task("arith_chain"), 24, seed=0, keep=lambda q: part_of(q) == "train")
-    m = train_verifier(
-        rows, str(tiny_model_dir), tmp_path / "v", epochs=1, batch_size=64, quiet=True, practice=practice
-    )
+    cfg = load_config(None, [f"verifier_train.base={tiny_model_dir}", "verifier_train.epochs=1"])
+    m = train_verifier(rows, practice, tmp_path / "v", with_overrides(cfg, ["verifier_train.batch_size=64"]), True)
     assert m["num_practice"] == 24 and m["steps"] == -(-m["num_train"] // 64)
     leak = [dict(practice[0], question=next(r["question"] for r in rows if part_of(r["question"]) == "test"))]
     with pytest.raises(ValueError, match="1 practice questions are in the calibration or test split"):
-        train_verifier(rows, str(tiny_model_dir), tmp_path / "w", epochs=1, quiet=True, practice=leak)
+        train_verifier(rows, leak, tmp_path / "w", cfg, quiet=True)
 
 
 def test_model_verifier_scores_shape_and_range(pipeline, tiny_model_dir):
     from maporl.records import Answer, Problem, Transcript
-    from maporl.verifiers.model import ModelVerifier
+    from maporl.verifiers.classifier import ClassifierVerifier
 
-    v = ModelVerifier(pipeline / "v")
+    v = ClassifierVerifier(pipeline / "v")
     answers = tuple(
         tuple(Answer(i, t, (), f"reply {i}{t}{'!' if i else '?'}", None) for i in range(3)) for t in range(2)
     )
@@ -319,7 +319,7 @@ def test_model_verifier_scores_shape_and_range(pipeline, tiny_model_dir):
 
 
 def test_training_with_a_model_verifier(pipeline, tiny_model_dir, tmp_path):
-    from test_training import tiny_cfg
+    from conftest import tiny_cfg
 
     from maporl import trainer
 

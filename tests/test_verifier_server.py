@@ -89,7 +89,7 @@ def test_server_rejects_an_oversized_body_from_its_header(server):
 
 
 def test_client_round_trip_and_server_down(server):
-    from maporl.verifiers.server import HTTPVerifier
+    from maporl.verifiers.client import HTTPVerifier
 
     assert HTTPVerifier(server).probabilities([("q", "x" * 10)] * 300) == [0.1] * 300  # split into 2 requests
     down = HTTPVerifier(f"http://127.0.0.1:{free_port()}", retries=2, backoff=0.01, timeout=1)

@@ -10,9 +10,12 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import get_args
 
+from maporl import cli_verifier
+from maporl.cli_args import config_from_args, team_config_and_generator
+from maporl.config import ReproduceMethod
 from maporl.errors import UsageError
-from maporl.reproduce import METHODS as REPRODUCE_METHODS
 
 EXAMPLES = """examples:
   maporl train                                # co-train the embedded agents on CPU (configs/tiny.yaml)
@@ -29,6 +32,21 @@ EXAMPLES = """examples:
 """
 
 
+# What a run directory holds besides config.yaml: `maporl train --overwrite` deletes exactly these.
+RUN_OUTPUTS = (
+    "metrics.jsonl",
+    "checkpoints",
+    "transcripts",
+    "eval.json",
+    "eval_transcripts.jsonl",
+    "report.html",
+    "plots",
+    "tensorboard",
+    "wandb",
+    "wandb_run_id.txt",
+)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (what is wrong, where to look) and exit code 2."""
 
@@ -41,7 +59,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="a run directory (its latest checkpoint), a checkpoint, or an HF model dir")
     p.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents)")
     p.add_argument("--turns", type=int, help="number of turns (discussion.turns)")
-    p.add_argument("--seed", type=int, help="seed (for eval: picks the problems; eval.seed)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
 
@@ -58,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("discuss", help="print a discussion of one question")
     d.add_argument("question", help='the question, e.g. "What is 17+25-9?"')
     d.add_argument("--answer", help="the true answer, to mark each reply right or wrong")
+    d.add_argument("--seed", type=int, help="master seed: the agents' sampling seeds derive from it (seed)")
     _common(d)
 
     e = sub.add_parser("eval", help="evaluate the team on held-out problems")
@@ -66,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the metrics as JSON to this path")
     e.add_argument("--out", help="output directory (default: runs/<run_name>-eval-<time>)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--eval-seed", type=int, help="picks the problems and the sampling seeds (eval.seed)")
     _common(e)
 
     t = sub.add_parser("train", help="co-train the agents with MAPoRL (default: configs/tiny.yaml)")
@@ -85,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents)")
     t.add_argument("--turns", type=int, help="number of turns (discussion.turns)")
     t.add_argument("--task", help="training task (task.name)")
+    t.add_argument("--seed", type=int, help="master seed (seed)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
@@ -104,11 +124,11 @@ def parser() -> argparse.ArgumentParser:
     bb.add_argument("--quiet", action="store_true", help="no progress bar")
 
     r = sub.add_parser("reproduce", help="the paper's comparison: baselines vs MAPoRL, one budget, results + report")
-    r.add_argument("--budget-min", type=float, default=5.0, help="training minutes per trained method (default 5)")
-    r.add_argument("--task", default="arith_chain", help="training and evaluation task (default arith_chain)")
-    r.add_argument("--transfer-task", default="arith_word", help="unseen task to evaluate on (default arith_word)")
-    r.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
-    r.add_argument("--methods", help="comma-separated subset of: " + ", ".join(REPRODUCE_METHODS))
+    r.add_argument("--budget-min", type=float, help="training minutes per trained method (reproduce.budget_min, 5)")
+    r.add_argument("--task", help="training and evaluation task (task.name, default arith_chain)")
+    r.add_argument("--transfer-task", help="unseen task to evaluate on (reproduce.transfer_task, arith_word)")
+    r.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (reproduce.seeds, default 0)")
+    r.add_argument("--methods", help="comma-separated subset of: " + ", ".join(get_args(ReproduceMethod)))
     r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
     r.add_argument("--config", help="YAML config the trained methods start from (default: configs/tiny.yaml)")
     r.add_argument("--resume", action="store_true", help="keep the methods already evaluated in --out, run the rest")
@@ -117,8 +137,6 @@ def parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html: plots, config, metrics, transcript browser")
     rp.add_argument("run_dir", help="a train, eval or reproduce run directory")
-
-    from maporl import cli_verifier
 
     cli_verifier.add_parser(sub)
 
@@ -131,53 +149,13 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _config(args: argparse.Namespace, base: dict | None = None):
-    from maporl.config import load_config
-
-    overrides = list(args.overrides)
-    mapping = {
-        "num_agents": "discussion.num_agents",
-        "turns": "discussion.turns",
-        "task": "task.name",
-        "problems": "eval.num_problems",
-        "max_steps": "train.max_steps",
-        "minutes": "train.minutes",
-    }
-    for attr, key in mapping.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    if getattr(args, "seed", None) is not None:
-        overrides.append(f"{'eval.seed' if args.command == 'eval' else 'seed'}={args.seed}")
-    return load_config(args.config, overrides, base=base)
-
-
-def _team_config_and_generator(args: argparse.Namespace):
-    """Config and generator for discuss/eval: the shipped base, a model directory, or a trained checkpoint.
-
-    A run or checkpoint directory brings its run's settings (agents, turns, task, sampling); flags override them.
-    """
-    from maporl import checkpoint
-    from maporl.team import build_generator
-
-    run_cfg, ckpt, model_dir = checkpoint.resolve(args.checkpoint) if args.checkpoint else (None, None, None)
-    if model_dir:
-        args.overrides = [*args.overrides, f"model.name_or_path={model_dir}"]
-    cfg = _config(args, base=run_cfg)
-    if run_cfg and run_cfg.get("discussion", {}).get("num_agents") == 1 and cfg.discussion.num_agents > 1:
-        # A single agent trained alone sits in every seat: one shared adapter carrying its weights.
-        cfg = _config(args, base={**run_cfg, "discussion": {**run_cfg["discussion"], "adapters": "shared"}})
-    team = checkpoint.load_team(cfg, ckpt) if ckpt else None
-    return cfg, build_generator(cfg, team)
-
-
 def cmd_discuss(args: argparse.Namespace) -> None:
     from maporl import discussion
     from maporl.prompts import agent_label
     from maporl.records import Problem
     from maporl.tasks import get_task, normalize_number
 
-    cfg, generator = _team_config_and_generator(args)
+    cfg, generator = team_config_and_generator(args)
     task = get_task(cfg.task.name)
     truth = normalize_number(args.answer) or args.answer if args.answer else ""
     problem = Problem("cli", args.question, truth, "cli")
@@ -198,13 +176,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from maporl.rundir import new_run_dir, write_transcripts
     from maporl.tasks import get_task
 
-    cfg, generator = _team_config_and_generator(args)
+    cfg, generator = team_config_and_generator(args)
     task = get_task(cfg.task.name)
     out = new_run_dir(args.out, cfg, "eval")
     start = time.time()
     metrics, transcripts = evaluate_team(cfg, task, generator, quiet=args.quiet)
     metrics["seconds"] = round(time.time() - start, 1)
-    if tokens := getattr(generator, "tokens_generated", 0):
+    if tokens := generator.tokens_generated:
         metrics["generated_tokens"] = tokens
         metrics["tokens_per_s"] = round(tokens / max(metrics["seconds"], 1e-9), 1)
     write_transcripts(out / "transcripts.jsonl", transcripts)
@@ -222,8 +200,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from maporl.config import dump_yaml, read_yaml
+    from maporl.config import read_yaml
     from maporl.evaluate import format_table
+    from maporl.rundir import save_config
     from maporl.trainer import train
 
     if args.resume not in (None, "yes", "auto") and "=" in args.resume:  # `--resume key=value`: an override
@@ -232,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.out and Path(args.out) != Path(args.resume):
             raise UsageError(f"--resume {args.resume} and --out {args.out} name different runs; pass one of them")
         args.out = args.resume
-    cfg = _config(args)
+    cfg = config_from_args(args)
     run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / cfg.run_name
     exists = (run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").is_dir()
     resume = args.resume is not None and (args.resume != "auto" or exists)
@@ -241,20 +220,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     if resume:
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"nothing to resume in {run_dir} (no config.yaml); drop --resume to start a new run")
-        cfg = _config(args, base=read_yaml(run_dir / "config.yaml"))  # the run's settings, then flags on top
+        cfg = config_from_args(args, base=read_yaml(run_dir / "config.yaml"))  # the run's settings, then flags on top
     elif exists and args.overwrite:
-        for name in ("metrics.jsonl", "checkpoints", "transcripts", "eval.json", "eval_transcripts.jsonl"):
+        for name in RUN_OUTPUTS:
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     elif exists:
         raise UsageError(
             f"run directory {run_dir} already has a run; pass --resume to continue it, --out NEW_DIR, or --overwrite"
         )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    except OSError as e:
-        raise UsageError(f"cannot write to {run_dir} ({e.strerror}); pass a writable directory with --out") from None
+    save_config(run_dir, cfg)
     print(
         f"training {cfg.discussion.num_agents} agents x {cfg.discussion.turns} turns on {cfg.task.name} "
         f"with {cfg.algo.name} ({cfg.model.name_or_path}); run directory {run_dir}"
@@ -305,38 +280,30 @@ def cmd_base_build(args: argparse.Namespace) -> None:
     print(f"built {info['num_parameters']:,}-parameter base in {info['minutes']} min -> {args.out}")
 
 
+REPRODUCE_FLAGS = {
+    "task": "task.name",
+    "budget_min": "reproduce.budget_min",
+    "transfer_task": "reproduce.transfer_task",
+    "seeds": "reproduce.seeds",
+    "methods": "reproduce.methods",
+}
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from maporl.config import load_config
     from maporl.reproduce import reproduce
 
-    try:
-        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2") from None
-    methods = tuple(m.strip() for m in args.methods.split(",")) if args.methods else REPRODUCE_METHODS
-    unknown = [m for m in methods if m not in REPRODUCE_METHODS]
-    if unknown or not methods or not seeds:
-        raise UsageError(f"--methods must be a comma-separated subset of {', '.join(REPRODUCE_METHODS)}")
-    if args.budget_min <= 0:
-        raise UsageError("--budget-min must be > 0 minutes, e.g. --budget-min 5")
+    if args.seeds is not None and not all(x.strip().lstrip("-").isdigit() for x in args.seeds.split(",")):
+        raise UsageError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2")
+    for name in ("seeds", "methods"):  # comma-separated on the command line, a list in the config
+        if getattr(args, name) is not None:
+            setattr(args, name, f"[{getattr(args, name)}]")
+    cfg = config_from_args(args, flag_keys=REPRODUCE_FLAGS)  # validated before anything long starts
     out = Path(args.out)
     if (out / "results.json").exists() and not args.resume:
         raise UsageError(f"{out} already holds results; pass a new --out directory (or --resume to complete it)")
     if args.resume and not (out / "config.yaml").exists():
         raise UsageError(f"--resume: {out} holds no reproduce run; drop --resume to start one")
-    load_config(args.config, [*args.overrides, f"task.name={args.task}"])  # validate before anything long starts
-    results = reproduce(
-        out,
-        args.budget_min,
-        args.task,
-        args.transfer_task,
-        seeds,
-        args.overrides,
-        methods,
-        args.quiet,
-        args.config,
-        args.resume,
-    )
+    results = reproduce(cfg, out, resume=args.resume, quiet=args.quiet)
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, plots/ and report.html ({results['minutes']} min)")
 
@@ -374,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "model" and args.model_command == "import-gguf":
         handler = cmd_model_import
     elif args.command == "verifier":
-        from maporl.cli_verifier import run as handler
+        handler = cli_verifier.run
     elif args.command in handlers:
         handler = handlers[args.command]
     else:

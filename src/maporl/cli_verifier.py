@@ -6,9 +6,24 @@ import argparse
 import json
 from pathlib import Path
 
+from maporl.cli_args import config_from_args, team_config_and_generator
 from maporl.errors import UsageError
 
-DEFAULT_PRACTICE = 16000  # synthetic practice rows for the generative verifier (docs/verifier.md: measured)
+# `verifier train` flags: shortcuts for config keys (`maporl config --keys` lists them with their help).
+TRAIN_FLAGS = {
+    "kind": "verifier_train.kind",
+    "base": "verifier_train.base",
+    "epochs": "verifier_train.epochs",
+    "lr": "verifier_train.lr",
+    "lr_final_ratio": "verifier_train.lr_final_ratio",
+    "samples": "verifier_train.samples",
+    "score": "verifier_train.score",
+    "practice": "verifier_train.practice",
+    "batch_size": "verifier_train.batch_size",
+    "minutes": "verifier_train.minutes",
+    "task": "task.name",
+    "seed": "seed",
+}
 
 
 def add_parser(sub) -> None:
@@ -19,7 +34,7 @@ def add_parser(sub) -> None:
     g.add_argument("--checkpoint", help="a trained run/checkpoint or HF model dir (default: the shipped base)")
     g.add_argument("--task", help="task (task.name; default arith_chain); problems come from its train split")
     g.add_argument("--problems", type=int, default=2000, help="problems to discuss (default 2000)")
-    g.add_argument("--seed", type=int, default=0, help="picks the problems and sampling (default 0)")
+    g.add_argument("--seed", type=int, help="master seed: picks the problems and sampling (seed, default 0)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("overrides", nargs="*", metavar="section.key=value")
     b = vs.add_parser("balance", help="deduplicate and balance classes per question")
@@ -29,45 +44,21 @@ def add_parser(sub) -> None:
     t = vs.add_parser("train", help="train a P(correct) verifier; writes a HF directory and metrics.json")
     t.add_argument("data", help="balanced JSONL")
     t.add_argument("--out", required=True, help="output directory")
-    t.add_argument("--base", default="embedded", help="base model directory (default: the shipped tiny base)")
-    t.add_argument(
-        "--kind",
-        default="generative",
-        choices=["generative", "classifier"],
-        help="generative: solves, then judges the answer against its own (default); classifier: a last-token head",
-    )
-    t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    t.add_argument(
-        "--lr-final-ratio",
-        type=float,
-        default=0.1,
-        help="the learning rate decays linearly to lr x this by the last step (1 = constant; default 0.1)",
-    )
-    t.add_argument(
-        "--samples",
-        type=int,
-        default=1,
-        help="generative: solutions per score (1 = greedy; k > 1 samples k and averages the scores, k times slower)",
-    )
-    t.add_argument(
-        "--score",
-        choices=["answer", "verdict"],
-        default="answer",
-        help="generative: what P(correct) is calibrated from: the likelihood the verifier gives the response's answer"
-        " after its own solution (answer, default) or its Yes/No verdict (verdict); see docs/verifier.md",
-    )
-    t.add_argument(
-        "--practice",
-        type=int,
-        help="generative: N synthetic rows on fresh training problems of --task (half right, half wrong): solving "
-        f"practice beyond the rollouts, spread over the steps (default {DEFAULT_PRACTICE}; classifier: 0)",
-    )
+    t.add_argument("--config", help="YAML config file (its verifier_train section; see `maporl config --keys`)")
+    t.add_argument("--base", help="base model directory (verifier_train.base; default: the shipped tiny base)")
+    t.add_argument("--kind", choices=["generative", "classifier"], help="verifier_train.kind (default generative)")
+    t.add_argument("--epochs", type=int, help="verifier_train.epochs (default 3)")
+    t.add_argument("--lr", type=float, help="peak learning rate (verifier_train.lr, default 1e-3)")
+    t.add_argument("--lr-final-ratio", type=float, help="decay to lr x this (verifier_train.lr_final_ratio, 0.1)")
+    t.add_argument("--samples", type=int, help="generative: solutions per score (verifier_train.samples, 1)")
+    t.add_argument("--score", choices=["answer", "verdict"], help="generative: verifier_train.score (default answer)")
+    t.add_argument("--practice", type=int, help="generative: synthetic practice rows (verifier_train.practice)")
     t.add_argument("--task", help="task the practice rows come from (task.name; default arith_chain)")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--minutes", type=float, default=0.0, help="wall-clock budget for training (0: none)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch-size", type=int, help="rollout rows per step (verifier_train.batch_size, 32)")
+    t.add_argument("--minutes", type=float, help="wall-clock budget (verifier_train.minutes; 0: none)")
+    t.add_argument("--seed", type=int, help="master seed (seed)")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("overrides", nargs="*", metavar="section.key=value")
     s = vs.add_parser("serve", help="serve a verifier over HTTP (FastAPI): POST /score, GET /health")
     s.add_argument("--model", required=True, help="verifier directory from `maporl verifier train`")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
@@ -91,45 +82,14 @@ def run(args: argparse.Namespace) -> None:
         return None
     if command == "train":
         from maporl.verifiers.data import read_rows
-        from maporl.verifiers.train import train_verifier
+        from maporl.verifiers.train import practice_for, train_verifier
 
-        if args.practice is None:
-            args.practice = DEFAULT_PRACTICE if args.kind == "generative" else 0
-        if args.epochs < 1 or args.batch_size < 1 or args.samples < 1 or args.lr <= 0 or args.practice < 0:
-            raise UsageError("--epochs, --batch-size and --samples must be >= 1, --practice >= 0 and --lr > 0")
-        if not 0 <= args.lr_final_ratio <= 1:
-            raise UsageError(f"--lr-final-ratio must be in [0, 1], got {args.lr_final_ratio}")
-        if args.practice and args.kind != "generative":
-            raise UsageError("--practice needs --kind generative (the classifier cannot solve; see docs/verifier.md)")
+        cfg = config_from_args(args, flag_keys=TRAIN_FLAGS)
         rows = read_rows(Path(args.data))
-        practice = None
-        if args.practice:
-            from maporl.config import Config
-            from maporl.tasks import get_task
-            from maporl.verifiers.data import practice_rows
-            from maporl.verifiers.train import part_of
-
-            task = get_task(args.task or Config().task.name)
-            practice = practice_rows(task, args.practice, args.seed, keep=lambda q: part_of(q) == "train")
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):
             raise UsageError(f"{out} is not empty; pass a new --out directory")
-        metrics = train_verifier(
-            rows,
-            args.base,
-            out,
-            args.epochs,
-            args.lr,
-            args.batch_size,
-            args.seed,
-            args.minutes,
-            args.quiet,
-            args.kind,
-            args.samples,
-            practice,
-            args.lr_final_ratio,
-            args.score,
-        )
+        metrics = train_verifier(rows, practice_for(cfg), out, cfg, quiet=args.quiet)
         print(json.dumps(metrics, indent=2))
         print(f"wrote {out} (metrics.json, reliability.png)")
         return None
@@ -143,7 +103,6 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _gen_data(args: argparse.Namespace) -> None:
-    from maporl.cli import _team_config_and_generator
     from maporl.discussion import run as discuss
     from maporl.tasks import get_task
     from maporl.utils import progress
@@ -152,14 +111,14 @@ def _gen_data(args: argparse.Namespace) -> None:
     if args.problems < 1:
         raise UsageError("--problems must be >= 1")
     args.num_agents = args.turns = args.config = None
-    cfg, generator = _team_config_and_generator(args)
+    cfg, generator = team_config_and_generator(args)
     task = get_task(cfg.task.name)
-    problems = task.sample(args.problems, seed=10_000 + args.seed, split="train")
+    problems = task.sample(args.problems, seed=10_000 + cfg.seed, split="train")
     rows = []
     with progress(len(problems), "gen-data", quiet=args.quiet) as bar:
         for start in range(0, len(problems), 128):
             part = problems[start : start + 128]
-            rows += label_rows(discuss(part, task, generator, cfg.discussion, args.seed, 0, start), task)
+            rows += label_rows(discuss(part, task, generator, cfg.discussion, cfg.seed, 0, start), task)
             bar.advance(f"{sum(r['label'] for r in rows) / len(rows):.0%} correct", n=len(part))
     n = write_rows(Path(args.out), rows)
     print(f"wrote {n} labelled responses ({sum(r['label'] for r in rows)} correct) to {args.out}")

@@ -83,7 +83,9 @@ class RewardConfig:
     beta: tuple[float, float] = opt(
         (0.5, 0.5), "persuasive incentive weights (beta0: agent wrong too, beta1: agent right)"
     )
-    convention: Literal["paper", "official"] = opt("paper", "paper: DESIGN 4.3 rules; official: the released code's")
+    convention: Literal["paper", "official"] = opt(
+        "paper", "paper: the rules of docs/algorithm.md; official: the released code's (inverted persuasion signs)"
+    )
     incentive_source: Literal["label", "verifier"] = opt(
         "label", "correctness used by the incentive terms: ground truth, or verifier score >= 0.5"
     )
@@ -92,7 +94,11 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class AlgoConfig:
-    name: Literal["ppo", "grpo", "rloo"] = opt("grpo", "ppo: value head + GAE (paper); grpo / rloo: group baselines")
+    name: Literal["ppo", "grpo", "rloo", "sft"] = opt(
+        "grpo",
+        "ppo: value head + GAE (paper); grpo / rloo: group baselines; sft: the naive-SFT baseline (the untrained "
+        "team's discussions whose final answers are all right, as targets; in-process hf generation only)",
+    )
     group_by: Literal["problem", "agent_turn", "problem_turn", "rollout"] = opt(
         "rollout",
         "grpo/rloo groups: rollout = same (problem, agent, turn) over rollouts_per_problem discussions; problem; "
@@ -131,6 +137,48 @@ class TrainConfig:
     checkpoint_every: int = opt(50, "save a checkpoint every k steps (and at the end)")
     keep_last: int = opt(3, "checkpoints kept on disk (older ones are deleted; 0: keep all)")
     transcripts_every: int = opt(10, "save that step's transcripts every k steps")
+    report_to: tuple[Literal["jsonl", "tensorboard", "wandb"], ...] = opt(
+        ("jsonl",),
+        "where metric rows go: metrics.jsonl always, plus tensorboard (RUN_DIR/tensorboard) and/or wandb "
+        "(WANDB_MODE=offline works without network); e.g. train.report_to=[jsonl,tensorboard]",
+    )
+
+
+@dataclass(frozen=True)
+class VerifierTrainConfig:
+    kind: Literal["generative", "classifier"] = opt(
+        "generative", "generative: solves, then judges the answer against its own; classifier: a last-token head"
+    )
+    base: str = opt("embedded", "base model directory the verifier is fine-tuned from ('embedded': the shipped base)")
+    epochs: int = opt(3, "passes over the training split of the rollout rows")
+    lr: float = opt(1e-3, "peak learning rate (AdamW)")
+    lr_final_ratio: float = opt(0.1, "linear decay to lr * ratio by the last step (1: constant)")
+    batch_size: int = opt(32, "rollout rows per step (practice rows come on top)")
+    samples: int = opt(1, "generative: solutions per score (1: greedy; k > 1 samples k and averages, k times slower)")
+    score: Literal["answer", "verdict"] = opt(
+        "answer",
+        "generative: P(correct) from the likelihood of the response's answer after the verifier's own solution "
+        "(answer) or from its Yes/No verdict (verdict); docs/verifier.md",
+    )
+    practice: int = opt(
+        -1,
+        "generative: synthetic rows on fresh training problems of task.name (half right), spread over the steps; "
+        "-1: 16000 for the generative kind, 0 for the classifier",
+    )
+    minutes: float = opt(0.0, "wall-clock budget for training (0: none)")
+
+
+ReproduceMethod = Literal[
+    "untrained", "single_agent_rl", "single_agent_rl_same_problems", "sft_traces", "maporl", "maporl_no_incentives"
+]
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    budget_min: float = opt(5.0, "training minutes per trained method (maporl reproduce)")
+    transfer_task: str = opt("arith_word", "the unseen task every method is also evaluated on")
+    seeds: tuple[int, ...] = opt((0,), "seeds; each method is trained and evaluated once per seed")
+    methods: tuple[ReproduceMethod, ...] = opt((), "methods to run (empty: all, in the table's order)")
 
 
 @dataclass(frozen=True)
@@ -150,6 +198,8 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    verifier_train: VerifierTrainConfig = field(default_factory=VerifierTrainConfig)
+    reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -183,6 +233,11 @@ class Config:
             (self.algo.clip_eps > 0 and self.algo.value_clip_eps > 0, "algo.clip_eps and value_clip_eps must be > 0"),
             (self.algo.kl_coef >= 0 and self.algo.vf_coef >= 0, "algo.kl_coef and algo.vf_coef must be >= 0"),
             (self.algo.max_nonfinite >= 1, "algo.max_nonfinite must be >= 1"),
+            (
+                self.algo.name != "sft" or (self.backend == "local" and self.generation.backend == "hf"),
+                "algo.name=sft samples the untrained team beside the trained one: it needs backend=local and "
+                "generation.backend=hf",
+            ),
             (self.verifier.timeout > 0, "verifier.timeout must be > 0 seconds"),
             (
                 self.verifier.kind != "model" or bool(self.verifier.path),
@@ -201,6 +256,20 @@ class Config:
                 min(self.train.checkpoint_every, self.train.eval_every, self.train.transcripts_every) >= 0,
                 "train.checkpoint_every, eval_every and transcripts_every must be >= 0 (0: off)",
             ),
+            (
+                min(self.verifier_train.epochs, self.verifier_train.batch_size, self.verifier_train.samples) >= 1,
+                "verifier_train.epochs, batch_size and samples must be >= 1",
+            ),
+            (self.verifier_train.lr > 0, "verifier_train.lr must be > 0, e.g. verifier_train.lr=1e-3"),
+            (0 <= self.verifier_train.lr_final_ratio <= 1, "verifier_train.lr_final_ratio must be in [0, 1]"),
+            (self.verifier_train.practice >= -1, "verifier_train.practice must be >= 0 (or -1: the kind's default)"),
+            (
+                self.verifier_train.practice <= 0 or self.verifier_train.kind == "generative",
+                "verifier_train.practice needs verifier_train.kind=generative (the classifier cannot solve)",
+            ),
+            (self.verifier_train.minutes >= 0, "verifier_train.minutes must be >= 0 (0: no limit)"),
+            (self.reproduce.budget_min > 0, "reproduce.budget_min must be > 0 minutes, e.g. --budget-min 5"),
+            (bool(self.reproduce.seeds), "reproduce.seeds must name at least one seed, e.g. --seeds 0,1,2"),
         ]
         for ok, message in checks:
             if not ok:
@@ -231,10 +300,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not variadic and len(value) != len(inner):
             example = ",".join(["0.3"] * len(inner))
             raise UsageError(f"{where} must be a list of {len(inner)} values, e.g. {where}=[{example}]")
-        return tuple(
-            _coerce(v, inner[0] if len(inner) == 2 and inner[1] is Ellipsis else inner[i], where)
-            for i, v in enumerate(value)
-        )
+        item_types = [inner[0] if variadic else inner[i] for i in range(len(value))]
+        try:
+            return tuple(_coerce(v, tp, where) for v, tp in zip(value, item_types, strict=True))
+        except UsageError:
+            if typing.get_origin(inner[0]) is Literal:  # its own message lists the choices
+                raise
+            ex, name = _example(inner[0]), getattr(inner[0], "__name__", inner[0])
+            raise UsageError(f"{where}={list(value)} should be a list of {name}, e.g. {where}=[{ex},{ex}]") from None
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -330,6 +403,11 @@ def load_config(
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """`cfg` with dotted overrides applied on top, validated like any config."""
+    return load_config(None, overrides, base=to_dict(cfg))
 
 
 def dump_yaml(cfg: Config) -> str:

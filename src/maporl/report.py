@@ -12,25 +12,9 @@ from pathlib import Path
 
 from maporl.errors import UsageError
 from maporl.evaluate import table_rows
+from maporl.figures import pyplot, save_figure
 
 MAX_TRANSCRIPTS = 300  # embedded in the page; the JSONL files keep them all
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=96)
-    _plt().close(fig)
-    return path
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -47,7 +31,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def plot_training(rows: list[dict], plots: Path) -> list[Path]:
     """Accuracy per turn (train and eval), reward and loss curves over steps."""
-    plt, out = _plt(), []
+    plt, out = pyplot(), []
     steps = [r for r in rows if "time/step" in r]
     evals = [r for r in rows if "eval/acc/turn0" in r]
     if steps:
@@ -63,7 +47,7 @@ def plot_training(rows: list[dict], plots: Path) -> list[Path]:
                 )
         ax.set(xlabel="step", ylabel="accuracy", title="accuracy per turn (train: moving average of 10 steps)")
         ax.legend(fontsize=7)
-        out.append(_save(fig, plots / "accuracy.png"))
+        out.append(save_figure(fig, plots / "accuracy.png"))
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
         axes[0].plot([r["step"] for r in steps], _smooth([r["reward/mean"] for r in steps]))
         axes[0].set(xlabel="step", title="mean reward")
@@ -73,13 +57,13 @@ def plot_training(rows: list[dict], plots: Path) -> list[Path]:
                 axes[1].plot([p[0] for p in pts], _smooth([p[1] for p in pts]), label=key)
         axes[1].set(xlabel="step", title="losses")
         axes[1].legend(fontsize=7)
-        out.append(_save(fig, plots / "reward_loss.png"))
+        out.append(save_figure(fig, plots / "reward_loss.png"))
     return out
 
 
 def plot_eval(metrics: dict, plots: Path, name: str = "eval") -> list[Path]:
     """Accuracy per agent and turn, and the transition rates between turns."""
-    plt = _plt()
+    plt = pyplot()
     turns = list(range(metrics["num_turns"]))
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for i, accs in enumerate(metrics["acc_per_agent_turn"]):
@@ -95,12 +79,12 @@ def plot_eval(metrics: dict, plots: Path, name: str = "eval") -> list[Path]:
         axes[1].bar([v + 0.2 for v in x], metrics["right_to_wrong"], 0.4, label="right→wrong")
         axes[1].set(xticks=list(x), xticklabels=between, title="transitions (share of answers)")
         axes[1].legend(fontsize=7)
-    return [_save(fig, plots / f"{name}.png")]
+    return [save_figure(fig, plots / f"{name}.png")]
 
 
 def plot_methods(results: dict, plots: Path) -> list[Path]:
     """`maporl reproduce`: accuracy per turn of every method (mean over seeds, error bars = std)."""
-    plt, out = _plt(), []
+    plt, out = pyplot(), []
     for task_key in ("train_task", "transfer_task"):
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for method, m in results["methods"].items():
@@ -110,7 +94,7 @@ def plot_methods(results: dict, plots: Path) -> list[Path]:
                 ax.errorbar(turns, s["acc_mean"], yerr=s["acc_std"], marker="o", capsize=3, label=method)
         ax.set(xlabel="turn", ylabel="team accuracy", title=f"{results[task_key]} ({task_key.replace('_', ' ')})")
         ax.legend(fontsize=7)
-        out.append(_save(fig, plots / f"methods_{task_key}.png"))
+        out.append(save_figure(fig, plots / f"methods_{task_key}.png"))
     return out
 
 

@@ -4,7 +4,7 @@ Methods (each trained for the same wall-clock budget on the training task, then 
 T turns on the same held-out problems of the training task and of a transfer task):
 - untrained: the base team;
 - single_agent_rl: one agent trained alone on turn-0 answers with the same RL algorithm, copied into every seat;
-- sft_traces: naive SFT on the base team's discussions whose final answers are all correct (sft.py);
+- sft_traces: naive SFT on the base team's discussions whose final answers are all correct (algo.name=sft);
 - maporl: co-training with the MAPoRL reward (the config as given);
 - maporl_no_incentives: the same with corrective/persuasive weights 0;
 - single_agent_rl_same_problems: single_agent_rl trained for as many steps as maporl took on that seed, so on the same
@@ -15,23 +15,26 @@ Writes results.json, results.md, plots and report.html.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
 import time
+import typing
 from pathlib import Path
 
-from maporl.config import Config, dump_yaml, load_config
+from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
 
 SAME_PROBLEMS = "single_agent_rl_same_problems"
-# Table order; SAME_PROBLEMS runs after maporl, whose step count it takes.
-METHODS = ("untrained", "single_agent_rl", SAME_PROBLEMS, "sft_traces", "maporl", "maporl_no_incentives")
-SINGLE_AGENT = ("single_agent_rl", SAME_PROBLEMS)
+# Table order (as `reproduce.methods` lists them); SAME_PROBLEMS runs after maporl, whose step count it takes.
+METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
 ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
 TRAINING_OVERRIDES = {
     "single_agent_rl": ALONE,
     SAME_PROBLEMS: [*ALONE, "train.minutes=0"],
     "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
+    # Maximum likelihood on the kept traces: one on-policy pass, no KL (the learner's ratio is then exactly 1).
+    "sft_traces": ["algo.name=sft", "algo.epochs=1", "algo.minibatches=1", "algo.kl_coef=0.0"],
 }
 
 
@@ -42,19 +45,13 @@ def _evaluate(cfg: Config, ckpt: Path | None, task_name: str, out: Path) -> dict
     from maporl.tasks import get_task
     from maporl.team import build_generator
 
-    cfg = load_config(None, [f"task.name={task_name}"], base=_as_dict(cfg))
+    cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, name=task_name))
     team = checkpoint.load_team(cfg, ckpt) if ckpt else None
     metrics, transcripts = evaluate_team(cfg, get_task(task_name), build_generator(cfg, team), quiet=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_transcripts(out / "transcripts.jsonl", transcripts)
     return metrics
-
-
-def _as_dict(cfg: Config) -> dict:
-    import yaml
-
-    return yaml.safe_load(dump_yaml(cfg))
 
 
 def steps_trained(run: Path) -> int:
@@ -67,20 +64,14 @@ def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0)
     """Train one method (for `steps` steps where given, else the config's budget); returns its checkpoint and the
     team config to evaluate it with."""
     from maporl import trainer
-    from maporl.sft import train_sft
+    from maporl.rundir import save_config
+    from maporl.team import team_config
 
     extra = [f"train.max_steps={steps}"] if steps else []
-    train_cfg = load_config(None, [*TRAINING_OVERRIDES.get(method, []), *extra], base=_as_dict(cfg))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_yaml(train_cfg))
-    if method == "sft_traces":
-        result = train_sft(train_cfg, run_dir, quiet=quiet)
-    else:
-        result = trainer.train(train_cfg, run_dir, quiet=quiet, final_eval=False)
-    team_cfg = cfg
-    if method in SINGLE_AGENT:  # the lone agent's adapter in every seat
-        team_cfg = load_config(None, ["discussion.adapters=shared"], base=_as_dict(cfg))
-    return result["checkpoint"], team_cfg
+    train_cfg = with_overrides(cfg, [*TRAINING_OVERRIDES.get(method, []), *extra])
+    save_config(run_dir, train_cfg)
+    result = trainer.train(train_cfg, run_dir, quiet=quiet, final_eval=False)
+    return result["checkpoint"], team_config(cfg, to_dict(train_cfg))  # a lone agent sits in every seat
 
 
 def summarize(per_seed: dict[str, list[dict]]) -> dict:
@@ -169,29 +160,25 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reproduce(
-    out: Path,
-    budget_min: float,
-    task: str,
-    transfer_task: str,
-    seeds: list[int],
-    overrides: list[str],
-    methods: tuple[str, ...] = METHODS,
-    quiet: bool = False,
-    config_path: str | None = None,
-    resume: bool = False,
-) -> dict:
-    """Run every (seed, method); with `resume`, a (seed, method) already evaluated in `out` is read back instead of
-    run again (a long comparison survives an interruption: only the method in progress is redone)."""
+def _settings(cfg: Config) -> str:
+    """What a resumed comparison must share with the run it continues: everything but the seeds and methods, which
+    `--resume` may extend."""
+    return dump_yaml(dataclasses.replace(cfg, reproduce=dataclasses.replace(cfg.reproduce, seeds=(0,), methods=())))
+
+
+def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False) -> dict:
+    """Run every (seed, method) of `cfg.reproduce` on `cfg.task.name`; with `resume`, a (seed, method) already
+    evaluated in `out` is read back instead of run again (a long comparison survives an interruption: only the
+    method in progress is redone)."""
     from maporl.errors import UsageError
     from maporl.report import write_report
 
-    base = load_config(
-        config_path, [*overrides, f"task.name={task}", f"train.minutes={budget_min}", "train.max_steps=100000"]
-    )
-    settings = dump_yaml(base) + f"# transfer task: {transfer_task}\n"
+    r = cfg.reproduce
+    methods, seeds = r.methods or METHODS, list(r.seeds)
+    task, transfer_task = cfg.task.name, r.transfer_task
+    base = with_overrides(cfg, [f"train.minutes={r.budget_min}", "train.max_steps=100000"])
     saved = out / "config.yaml"
-    if resume and saved.exists() and saved.read_text() != settings:
+    if resume and saved.exists() and saved.read_text() != _settings(base):
         raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
     if SAME_PROBLEMS in methods and "maporl" not in methods:
         missing = [s for s in seeds if not (out / "maporl" / f"seed{s}" / "done.json").is_file()]
@@ -201,7 +188,7 @@ def reproduce(
                 f"for seed(s) {missing}: add maporl to --methods"
             )
     out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(settings)
+    saved.write_text(_settings(base))
     started, earlier_minutes = time.time(), 0.0  # minutes of the (seed, method) runs read back, when resuming
     scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
 
@@ -213,7 +200,7 @@ def reproduce(
             "train_task": task,
             "transfer_task": transfer_task,
             "seeds": seeds,
-            "budget_min": budget_min,
+            "budget_min": r.budget_min,
             "eval_problems": base.eval.num_problems,
             "minutes": round(earlier_minutes + (time.time() - started) / 60, 1),
             "methods": {m: {k: summarize(v) for k, v in scores[m].items()} for m in ran},
@@ -225,7 +212,7 @@ def reproduce(
         return results
 
     for seed in seeds:
-        cfg = load_config(None, [f"seed={seed}"], base=_as_dict(base))
+        seed_cfg = dataclasses.replace(base, seed=seed)
         for method in sorted(methods, key=lambda m: m == SAME_PROBLEMS):  # stable: the rest keep their order
             run = out / method / f"seed{seed}"
             done = run / "done.json"
@@ -240,12 +227,12 @@ def reproduce(
                 shutil.rmtree(run)
             method_started = time.time()
             if method == "untrained":
-                ckpt, team_cfg = None, cfg
+                ckpt, team_cfg = None, seed_cfg
             else:
                 if not quiet:
                     print(f"[{(time.time() - started) / 60:.1f} min] seed {seed}: training {method}")
                 steps = max(1, steps_trained(out / "maporl" / f"seed{seed}")) if method == SAME_PROBLEMS else 0
-                ckpt, team_cfg = _train(method, cfg, run, quiet, steps)
+                ckpt, team_cfg = _train(method, seed_cfg, run, quiet, steps)
             for key, name in (("train_task", task), ("transfer_task", transfer_task)):
                 m = _evaluate(team_cfg, ckpt, name, run / f"eval_{key}")
                 scores[method][key].append(m)
@@ -253,7 +240,9 @@ def reproduce(
                     accs = " / ".join(f"{100 * a:.1f}" for a in m["acc_per_turn"])
                     print(f"  {method:<29} {name:<14} {accs}")
             minutes = round((time.time() - method_started) / 60, 1)
-            done.write_text(json.dumps({"method": method, "seed": seed, "budget_min": budget_min, "minutes": minutes}))
+            done.write_text(
+                json.dumps({"method": method, "seed": seed, "budget_min": r.budget_min, "minutes": minutes})
+            )
             tables(partial=True)  # after every run: a comparison of hours shows its numbers, and keeps them if cut off
     results = tables(partial=False)
     write_report(out)

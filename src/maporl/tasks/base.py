@@ -73,12 +73,16 @@ def extract_number_answer(text: str) -> str | None:
     return None
 
 
+def last_answer_word(text: str) -> str | None:
+    """The word after the last 'The answer is' in the text, lower-cased (quotes and bold marks skipped); None if
+    there is none."""
+    matches = _LABEL_RE.findall(text[-_TAIL_CHARS:])
+    return matches[-1].lower() if matches else None
+
+
 def extract_label_answer(text: str, labels: tuple[str, ...]) -> str | None:
     """The label after the last 'The answer is' in the text (case-insensitive), if it is one of `labels`."""
-    matches = _LABEL_RE.findall(text[-_TAIL_CHARS:])
-    if not matches:
-        return None
-    word = matches[-1].lower()
+    word = last_answer_word(text)
     return word if word in labels else None
 
 

@@ -1,4 +1,4 @@
-"""A learned verifier: P(correct | question, response) from a sequence classifier built on a chat base model.
+"""The classifier verifier: P(correct | question, response) from a sequence classifier built on a chat base model.
 
 The classifier reads the chat-formatted question and the response (left-padded, so the last position is the last
 response token) and outputs one logit; P = sigmoid(logit / T + b), with T and b fitted on held-out data and
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from maporl.errors import UsageError
+from maporl.verifiers.base import ProbabilityVerifier, positions_from_mask
 
 MAX_TOKENS = 512  # question + response; longer inputs keep their end (where the final answer is)
 
@@ -34,11 +35,6 @@ def encode(tokenizer, pairs: Sequence[tuple[str, str]], device="cpu") -> dict[st
     return {k: v.to(device) for k, v in enc.items()}
 
 
-def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids for left-padded rows: each row's real tokens count from 0 (the model's default counts the pads)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
 def logits_of(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     """One logit per row, read at the last position (left padding: the last real token)."""
     mask = enc["attention_mask"]
@@ -47,8 +43,8 @@ def logits_of(model, enc: dict[str, torch.Tensor]) -> torch.Tensor:
     return model.score(hidden).squeeze(-1).float()
 
 
-class ModelVerifier:
-    """Scores (B, N, T) in [0, 1] from a verifier directory written by `maporl verifier train`."""
+class ClassifierVerifier(ProbabilityVerifier):
+    """Scores (B, N, T) in [0, 1] from a directory written by `maporl verifier train --kind classifier`."""
 
     def __init__(self, path: str | Path, task=None, device: str = "cpu", batch_size: int = 64):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -73,18 +69,3 @@ class ModelVerifier:
             enc = encode(self.tokenizer, pairs[start : start + self.batch_size], self.device)
             out += torch.sigmoid(logits_of(self.model, enc) / self.temperature + self.bias).tolist()
         return out
-
-    def score(self, transcripts) -> torch.Tensor:
-        from maporl.verifiers import score_transcripts
-
-        return score_transcripts(transcripts, self.task, self.probabilities)
-
-
-def load_model_verifier(path: str | Path, task=None, device: str = "cpu"):
-    """The verifier a `maporl verifier train` directory holds: generative (maporl_verifier.json) or classifier."""
-    from maporl.verifiers.generative import META_FILE, GenerativeVerifier
-
-    path = Path(path).expanduser()
-    if (path / META_FILE).is_file():
-        return GenerativeVerifier(path, task, device)
-    return ModelVerifier(path, task, device)

@@ -26,20 +26,18 @@ max_new_tokens, samples, score).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from maporl.tasks.base import extract_number_answer
-from maporl.verifiers.model import positions_from_mask
+from maporl.tasks.base import extract_number_answer, last_answer_word
+from maporl.verifiers.base import ProbabilityVerifier, positions_from_mask
 
 PROPOSED = "Proposed:"
 VERDICT = "Verdict:"
 META_FILE = "maporl_verifier.json"
 SCORES = ("answer", "verdict")
-_LABEL = re.compile(r"answer is\s*:?\s*[*\"'`]*([A-Za-z]+)", re.IGNORECASE)
 
 
 def judge_messages(question: str, response: str) -> list[dict]:
@@ -54,8 +52,7 @@ def proposed_answer(response: str) -> str:
     number = extract_number_answer(response)
     if number is not None:
         return number
-    label = _LABEL.findall(response)
-    return label[-1].lower() if label else "none"
+    return last_answer_word(response) or "none"
 
 
 def written_part(row: dict) -> str:
@@ -209,7 +206,7 @@ def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample
     return out, texts
 
 
-class GenerativeVerifier:
+class GenerativeVerifier(ProbabilityVerifier):
     """Scores (B, N, T) in [0, 1] from a directory written by `maporl verifier train --kind generative`."""
 
     def __init__(self, path: str | Path, task=None, device: str = "cpu", batch_size: int = 64):
@@ -235,8 +232,3 @@ class GenerativeVerifier:
             )
             out += torch.sigmoid(logit / self.temperature + self.bias).tolist()
         return out
-
-    def score(self, transcripts) -> torch.Tensor:
-        from maporl.verifiers import score_transcripts
-
-        return score_transcripts(transcripts, self.task, self.probabilities)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from maporl.records import Transcript
+from maporl.records import Transcript, answer_grid
 from maporl.tasks import Task
 
 
@@ -16,12 +16,6 @@ class LabelVerifier:
 
     def score(self, transcripts: Sequence[Transcript]) -> torch.Tensor:
         """Scores shaped (B, N, T): scores[b, i, t] for agent i's answer at turn t of problem b."""
-        return torch.tensor(
-            [
-                [
-                    [float(self.task.is_correct(tr.answers[t][i].parsed, tr.problem)) for t in range(tr.num_turns)]
-                    for i in range(tr.num_agents)
-                ]
-                for tr in transcripts
-            ]
-        ).reshape(len(transcripts), transcripts[0].num_agents if transcripts else 0, -1)
+        return answer_grid(
+            transcripts, lambda pairs: [float(self.task.is_correct(a.parsed, tr.problem)) for tr, a in pairs]
+        )

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
+from maporl.config import Config
 from maporl.errors import UsageError
 from maporl.tasks.base import extract_number_answer
+from maporl.verifiers.classifier import encode, logits_of
 from maporl.verifiers.generative import PROPOSED
-from maporl.verifiers.model import encode, logits_of
 
 
 def part_of(question: str) -> str:
@@ -109,50 +110,53 @@ def solve_metrics(rows: list[dict], written: list[str], probs: list[float]) -> d
 
 
 def reliability_plot(probs, labels, path: Path) -> None:
-    from maporl.report import _plt, _save
+    from maporl.figures import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))
     pts = calibration_bins(probs, labels)
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
     ax.set(xlabel="predicted P(correct)", ylabel="observed accuracy", title="reliability (test split)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def train_verifier(
-    rows: list[dict],
-    base: str,
-    out: Path,
-    epochs: int = 3,
-    lr: float = 3e-4,
-    batch_size: int = 32,
-    seed: int = 0,
-    minutes: float = 0.0,
-    quiet: bool = False,
-    kind: str = "generative",
-    samples: int = 1,
-    practice: list[dict] | None = None,
-    lr_final_ratio: float = 0.1,
-    score: str = "answer",
-) -> dict:
+DEFAULT_PRACTICE = 16000  # synthetic practice rows for the generative verifier (docs/verifier.md: measured)
+
+
+def practice_for(cfg: Config) -> list[dict]:
+    """The synthetic practice rows `cfg.verifier_train.practice` asks for (-1: the kind's default), on problems of
+    `cfg.task.name` whose questions fall in the verifier's training split."""
+    from maporl.tasks import get_task
+    from maporl.verifiers.data import practice_rows
+
+    v = cfg.verifier_train
+    n = v.practice if v.practice >= 0 else DEFAULT_PRACTICE if v.kind == "generative" else 0
+    if not n:
+        return []
+    return practice_rows(get_task(cfg.task.name), n, cfg.seed, keep=lambda q: part_of(q) == "train")
+
+
+def train_verifier(rows: list[dict], practice: list[dict], out: Path, cfg: Config, quiet: bool = False) -> dict:
     """Train a `generative` (solve, then judge; see verifiers/generative.py) or `classifier` (last-token head)
-    verifier on `base`; calibrate on the calibration split; write the directory, metrics.json, reliability.png.
-    `practice` rows (synthetic, `data.practice_rows`; training split only) are spread evenly over the steps, each
-    seen once, on top of the `batch_size` rollout rows of every step. The learning rate decays linearly from `lr` to
-    `lr * lr_final_ratio` over the steps. `score` picks what the generative verifier's probability is calibrated
-    from (`generative.verdict_logits`)."""
+    verifier as `cfg.verifier_train` says, on top of its `base` model; calibrate on the calibration split; write the
+    directory, metrics.json, reliability.png. `practice` rows (`practice_for`; training split only) are spread evenly
+    over the steps, each seen once, on top of the `batch_size` rollout rows of every step. The learning rate decays
+    linearly from `lr` to `lr * lr_final_ratio` over the steps. `score` picks what the generative verifier's
+    probability is calibrated from (`generative.verdict_logits`)."""
     from maporl.models import load_model, load_tokenizer, resolve_model_dir
     from maporl.utils import progress, seed_everything
     from maporl.verifiers import generative as gen
 
+    v, seed = cfg.verifier_train, cfg.seed
+    kind, samples, score, lr, batch_size, epochs = v.kind, v.samples, v.score, v.lr, v.batch_size, v.epochs
     seed_everything(seed)
     parts: dict[str, list[dict]] = {"train": [], "calib": [], "test": []}
     for row in rows:
         parts[part_of(row["question"])].append(row)
     if min(len(p) for p in parts.values()) < 2 or len({r["label"] for r in parts["test"]}) < 2:
         raise UsageError("too little verifier data to split train/calibration/test; generate more with --problems")
-    path = resolve_model_dir(base)
+    path = resolve_model_dir(v.base)
     tokenizer = load_tokenizer(path)
     pairs = lambda part: [(r["question"], r["response"]) for r in part]  # noqa: E731
     if kind == "classifier":
@@ -191,7 +195,7 @@ def train_verifier(
     train = parts["train"]
     steps = epochs * math.ceil(len(train) / batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: 1.0 - (1.0 - lr_final_ratio) * min(1.0, k / max(1, steps - 1))
+        optimizer, lambda k: 1.0 - (1.0 - v.lr_final_ratio) * min(1.0, k / max(1, steps - 1))
     )
     practice = rng.sample(practice or [], len(practice or []))
     leaked = {r["question"] for r in practice} & {r["question"] for r in parts["calib"] + parts["test"]}
@@ -204,7 +208,7 @@ def train_verifier(
         for _ in range(epochs):
             order = rng.sample(train, len(train))
             for start in range(0, len(order), batch_size):
-                if minutes and time.time() - started > 60 * minutes:
+                if v.minutes and time.time() - started > 60 * v.minutes:
                     break
                 extra = practice[done * per_step : (done + 1) * per_step]
                 loss = loss_of(order[start : start + batch_size] + extra)
