@@ -27,7 +27,7 @@ from pathlib import Path
 
 from maporl import checkpoint, discussion, faults
 from maporl.advantages import compute_advantages
-from maporl.config import Config
+from maporl.config import Config, to_dict
 from maporl.evaluate import evaluate_team
 from maporl.learner import Learner
 from maporl.policy import Policy, encode_episodes
@@ -36,6 +36,7 @@ from maporl.rewards import incentive_counts, step_rewards
 from maporl.rundir import save_config, write_transcripts
 from maporl.tasks import get_task
 from maporl.team import build_generator, build_team
+from maporl.tracking import Tracker
 from maporl.utils import progress, seed_everything
 from maporl.verifiers import build_verifier
 from maporl.verifiers.label import LabelVerifier
@@ -69,7 +70,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
         _truncate_metrics(run_dir / "metrics.jsonl", start_step)
     if not (run_dir / "config.yaml").exists():  # library use: `maporl eval --checkpoint RUN_DIR` needs it
         save_config(run_dir, cfg)
-    metrics_file = (run_dir / "metrics.jsonl").open("a")
+    # Every metric row goes to metrics.jsonl, and to TensorBoard / W&B as train.report_to says.
+    tracker = Tracker(run_dir, cfg.train.report_to, to_dict(cfg), cfg.run_name, start_step if resume else None)
     (run_dir / "transcripts").mkdir(exist_ok=True)
     started, done, timings = time.time(), start_step, {}
 
@@ -83,7 +85,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
         yield
         timings[f"time/{phase}"] = time.time() - t0
 
-    with progress(cfg.train.max_steps - start_step, "train", quiet=quiet) as bar:
+    with tracker, progress(cfg.train.max_steps - start_step, "train", quiet=quiet) as bar:
         for step in range(start_step, cfg.train.max_steps):
             faults.step = step + 1
             if cfg.train.minutes and time.time() - started > 60 * cfg.train.minutes:
@@ -119,26 +121,24 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             row |= {f"incentive/{k}": v for k, v in incentive_counts(correct, cfg.reward.convention).items()}
             if sft:
                 row["sft/kept_fraction"] = kept.float().mean().item()
-            metrics_file.write(json.dumps(row) + "\n")
-            metrics_file.flush()
+            tracker.log(row)
             accs = "→".join(f"{row[f'train/acc/turn{t}']:.0%}" for t in range(turns))
             bar.advance(f"reward {row['reward/mean']:.2f} acc {accs} {row['time/step']:.1f}s/step")
             if cfg.train.transcripts_every and (step + 1) % cfg.train.transcripts_every == 0:
                 write_transcripts(run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl", transcripts[:32])
             if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
-                _evaluate(cfg, task, generator, step + 1, metrics_file, quiet)
+                _evaluate(cfg, task, generator, step + 1, tracker)
             if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
                 save(step + 1)
             done = step + 1
             if learner.consecutive_nonfinite >= cfg.algo.max_nonfinite:
                 print(f"maporl: stopping: {learner.consecutive_nonfinite} consecutive non-finite updates")
                 break
-    ckpt, metrics = save(done), None
-    if final_eval:
-        metrics, transcripts = _evaluate(cfg, task, generator, done, metrics_file, quiet)
-        write_transcripts(run_dir / "eval_transcripts.jsonl", transcripts)
-        (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    metrics_file.close()
+        ckpt, metrics = save(done), None
+        if final_eval:
+            metrics, transcripts = _evaluate(cfg, task, generator, done, tracker)
+            write_transcripts(run_dir / "eval_transcripts.jsonl", transcripts)
+            (run_dir / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return {"checkpoint": ckpt, "eval": metrics, "steps": done, "minutes": _minutes(started)}
 
 
@@ -174,10 +174,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def _evaluate(cfg: Config, task, generator, step: int, metrics_file, quiet: bool):
+def _evaluate(cfg: Config, task, generator, step: int, tracker: Tracker):
     metrics, transcripts = evaluate_team(cfg, task, generator, quiet=True)
     row = {"step": step} | {f"eval/acc/turn{t}": a for t, a in enumerate(metrics["acc_per_turn"])}
     row |= {f"eval/majority/turn{t}": a for t, a in enumerate(metrics["majority_per_turn"])}
-    metrics_file.write(json.dumps(row) + "\n")
-    metrics_file.flush()
+    tracker.log(row)
     return metrics, transcripts
