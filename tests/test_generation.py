@@ -25,11 +25,6 @@ def test_tokenizer_round_trip_and_one_token_per_digit(tiny_model_dir):
     assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_model_is_about_a_million_parameters_or_less(tiny_model_dir):
-    model, _ = load_base(str(tiny_model_dir))
-    assert 50_000 < sum(p.numel() for p in model.parameters()) < 1_500_000
-
-
 def _requests(n: int, agents: list[int]) -> list[GenRequest]:
     return [GenRequest(first_turn_prompt(f"What is {k}+{k}-1?"), agents[k % len(agents)], 1000 + k) for k in range(n)]
 

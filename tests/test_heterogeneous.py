@@ -7,9 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import RandomVerifier, lora_state, tiny_cfg
+from conftest import lora_state, run_and_capture, tiny_cfg
 
-from maporl import trainer
 from maporl.checkpoint import load_team
 from maporl.errors import UsageError
 from maporl.team import build_team
@@ -30,14 +29,13 @@ def test_team_layout(tiny_model_dir, tiny_llama_dir):
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
 def test_heterogeneous_team_trains_and_reloads(monkeypatch, tmp_path, tiny_model_dir, tiny_llama_dir, algo):
-    monkeypatch.setattr(trainer, "LabelVerifier", RandomVerifier)
     cfg = hetero_cfg(tiny_model_dir, tiny_llama_dir, f"algo.name={algo}", "algo.kl_coef=0.01")
-    fresh = build_team(cfg, with_adapters=True)
-    result = trainer.train(cfg, tmp_path, quiet=True)
+    result, team, initial = run_and_capture(monkeypatch, cfg, tmp_path)
     loaded = load_team(cfg, result["checkpoint"])
     for agent in ("agent0", "agent1", "agent2"):
-        before, after = lora_state(fresh, agent), lora_state(loaded, agent)
-        assert before and any(not torch.equal(before[n], after[n]) for n in before), agent
+        trained, reloaded = lora_state(team, agent), lora_state(loaded, agent)
+        assert trained and any(not torch.equal(initial[n], p) for n, p in trained.items()), agent  # it moved
+        assert all(torch.equal(p, reloaded[n]) for n, p in trained.items()), agent  # and the checkpoint has them
     assert len(json.loads((tmp_path / "eval.json").read_text())["acc_per_agent_turn"]) == 3
 
 

@@ -14,7 +14,6 @@ from conftest import RandomVerifier, lora_state, run_and_capture, tiny_cfg, tiny
 from safetensors.torch import load_file
 
 from maporl import checkpoint, trainer
-from maporl.config import load_config
 from maporl.errors import UsageError
 
 
@@ -197,7 +196,3 @@ def test_repeated_nonfinite_stops_cleanly_with_a_checkpoint(monkeypatch, tmp_pat
     assert result["steps"] == 3  # step 1 fine, steps 2 and 3 non-finite for every agent: stop
     assert checkpoint.latest(tmp_path).name == "step_000003"
     assert (tmp_path / "eval.json").is_file()
-
-
-def test_config_keeps_last_default():
-    assert load_config(None, []).train.keep_last == 3

@@ -16,14 +16,9 @@ from maporl import faults, losses
 from maporl.config import AlgoConfig
 from maporl.policy import Policy
 from maporl.records import EpisodeBatch, TrainBatch
+from maporl.utils import lr_factor
 
 Stats = dict[str, list[float]]
-
-
-def lr_factor(update: int, total_updates: int, final_ratio: float) -> float:
-    """The learning rate multiplier after `update` optimizer steps: linear from 1 to `final_ratio` at the last one,
-    then constant."""
-    return 1.0 - (1.0 - final_ratio) * min(1.0, update / max(1, total_updates))
 
 
 class Learner:

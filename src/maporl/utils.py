@@ -1,4 +1,4 @@
-"""Small shared helpers: progress bars that stay quiet off a TTY, seeding."""
+"""Small shared helpers: progress bars that stay quiet off a TTY, the linear learning-rate schedule, seeding."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def progress(total: int, description: str, quiet: bool = False) -> Iterator[_Bar
             yield bar
     else:
         yield bar
+
+
+def lr_factor(update: int, total_updates: int, final_ratio: float) -> float:
+    """The learning-rate multiplier after `update` optimizer steps: linear from 1 to `final_ratio` at
+    `total_updates`, then constant."""
+    return 1.0 - (1.0 - final_ratio) * min(1.0, update / max(1, total_updates))
 
 
 def seed_everything(seed: int) -> None:

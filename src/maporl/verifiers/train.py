@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from maporl.config import Config
+from maporl.config import Config, VerifierTrainConfig
 from maporl.errors import UsageError
 from maporl.tasks.base import extract_number_answer
+from maporl.verifiers import generative as gen
 from maporl.verifiers.classifier import encode, logits_of
 from maporl.verifiers.generative import PROPOSED
 
@@ -137,81 +138,96 @@ def practice_for(cfg: Config) -> list[dict]:
     return practice_rows(get_task(cfg.task.name), n, cfg.seed, keep=lambda q: part_of(q) == "train")
 
 
-def train_verifier(rows: list[dict], practice: list[dict], out: Path, cfg: Config, quiet: bool = False) -> dict:
-    """Train a `generative` (solve, then judge; see verifiers/generative.py) or `classifier` (last-token head)
-    verifier as `cfg.verifier_train` says, on top of its `base` model; calibrate on the calibration split; write the
-    directory, metrics.json, reliability.png. `practice` rows (`practice_for`; training split only) are spread evenly
-    over the steps, each seen once, on top of the `batch_size` rollout rows of every step. The learning rate decays
-    linearly from `lr` to `lr * lr_final_ratio` over the steps. `score` picks what the generative verifier's
-    probability is calibrated from (`generative.verdict_logits`)."""
-    from maporl.models import load_model, load_tokenizer, resolve_model_dir
-    from maporl.utils import progress, seed_everything
-    from maporl.verifiers import generative as gen
-
-    v, seed = cfg.verifier_train, cfg.seed
-    kind, samples, score, lr, batch_size, epochs = v.kind, v.samples, v.score, v.lr, v.batch_size, v.epochs
-    seed_everything(seed)
+def split_rows(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by the part their question falls in (`part_of`): train, calibration, test."""
     parts: dict[str, list[dict]] = {"train": [], "calib": [], "test": []}
     for row in rows:
         parts[part_of(row["question"])].append(row)
     if min(len(p) for p in parts.values()) < 2 or len({r["label"] for r in parts["test"]}) < 2:
         raise UsageError("too little verifier data to split train/calibration/test; generate more with --problems")
-    path = resolve_model_dir(v.base)
-    tokenizer = load_tokenizer(path)
-    pairs = lambda part: [(r["question"], r["response"]) for r in part]  # noqa: E731
-    if kind == "classifier":
+    return parts
+
+
+def _pairs(rows: list[dict]) -> list[tuple[str, str]]:
+    return [(r["question"], r["response"]) for r in rows]
+
+
+class ClassifierTrainee:
+    """A sequence classifier (one logit at the last token) being trained: its loss, its logits, how it is saved."""
+
+    def __init__(self, path: Path, tokenizer, v: VerifierTrainConfig):
         from transformers import AutoModelForSequenceClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-        model.config.pad_token_id = tokenizer.pad_token_id
-        torch.nn.init.zeros_(model.score.weight)  # start at P = 0.5 everywhere
+        self.tokenizer = tokenizer
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        self.model.config.pad_token_id = tokenizer.pad_token_id
+        torch.nn.init.zeros_(self.model.score.weight)  # start at P = 0.5 everywhere
+        self.written: list[str] = []  # a classifier writes nothing
 
-        def logits_for(chunk: list[dict]) -> torch.Tensor:
-            return logits_of(model, encode(tokenizer, pairs(chunk)))
+    def logits(self, chunk: list[dict]) -> torch.Tensor:
+        return logits_of(self.model, encode(self.tokenizer, _pairs(chunk)))
 
-        def loss_of(chunk: list[dict]) -> torch.Tensor:
-            y = torch.tensor([float(r["label"]) for r in chunk])
-            return torch.nn.functional.binary_cross_entropy_with_logits(logits_for(chunk), y)
+    def loss(self, chunk: list[dict]) -> torch.Tensor:
+        y = torch.tensor([float(r["label"]) for r in chunk])
+        return torch.nn.functional.binary_cross_entropy_with_logits(self.logits(chunk), y)
 
-    else:
-        model = load_model(path)
-        _, yes, no = gen.verdict_ids(tokenizer)
-        body_tokens = [len(tokenizer(" " + gen.written_part(r), add_special_tokens=False)["input_ids"]) for r in rows]
-        max_new_tokens = max(body_tokens) + 8
+    def save(self, out: Path, temperature: float, bias: float) -> None:
+        self.model.config.maporl_temperature = temperature
+        self.model.config.maporl_bias = bias
+        self.model.save_pretrained(out)
 
-        def loss_of(chunk: list[dict]) -> torch.Tensor:
-            return gen.training_loss(model, gen.encode_for_training(tokenizer, chunk), yes, no)[0]
 
-        def logits_for(chunk: list[dict]) -> torch.Tensor:
-            logits, texts = gen.verdict_logits(
-                model, tokenizer, pairs(chunk), max_new_tokens, samples=samples, score=score
-            )
-            written.extend(texts)
-            return logits
+class GenerativeTrainee:
+    """A causal LM that writes its own solution, then judges the response's answer (verifiers/generative.py)."""
 
-    written: list[str] = []  # what the generative verifier wrote for the rows scored last (solve-rate metrics)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    rng = random.Random(seed)
-    train = parts["train"]
-    steps = epochs * math.ceil(len(train) / batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: 1.0 - (1.0 - v.lr_final_ratio) * min(1.0, k / max(1, steps - 1))
-    )
-    practice = rng.sample(practice or [], len(practice or []))
-    leaked = {r["question"] for r in practice} & {r["question"] for r in parts["calib"] + parts["test"]}
-    if leaked:
-        raise ValueError(f"{len(leaked)} practice questions are in the calibration or test split")
+    def __init__(self, path: Path, tokenizer, v: VerifierTrainConfig, rows: list[dict]):
+        from maporl.models import load_model
+
+        self.tokenizer, self.v = tokenizer, v
+        self.model = load_model(path)
+        _, self.yes, self.no = gen.verdict_ids(tokenizer)
+        body = [len(tokenizer(" " + gen.written_part(r), add_special_tokens=False)["input_ids"]) for r in rows]
+        self.max_new_tokens = max(body) + 8
+        self.written: list[str] = []  # what it wrote for the rows scored since the last clear (solve-rate metrics)
+
+    def loss(self, chunk: list[dict]) -> torch.Tensor:
+        return gen.training_loss(self.model, gen.encode_for_training(self.tokenizer, chunk), self.yes, self.no)[0]
+
+    def logits(self, chunk: list[dict]) -> torch.Tensor:
+        v = self.v
+        logits, texts = gen.verdict_logits(
+            self.model, self.tokenizer, _pairs(chunk), self.max_new_tokens, samples=v.samples, score=v.score
+        )
+        self.written.extend(texts)
+        return logits
+
+    def save(self, out: Path, temperature: float, bias: float) -> None:
+        meta = {"kind": "generative", "temperature": temperature, "bias": bias}
+        meta |= {"max_new_tokens": self.max_new_tokens, "samples": self.v.samples, "score": self.v.score}
+        (out / gen.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        self.model.save_pretrained(out)
+
+
+def _fit(trainee, train: list[dict], practice: list[dict], v: VerifierTrainConfig, rng, quiet: bool) -> int:
+    """AdamW over `epochs` passes of `train` (shuffled by `rng`), the practice rows spread evenly over the steps, the
+    learning rate decaying linearly to lr x lr_final_ratio; stops at `minutes`. Returns the steps taken."""
+    from maporl.utils import lr_factor, progress
+
+    model = trainee.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=v.lr, weight_decay=0.01)
+    steps = v.epochs * math.ceil(len(train) / v.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, steps - 1, v.lr_final_ratio))
     per_step = math.ceil(len(practice) / steps)
     started, done = time.time(), 0
     model.train()
-    with progress(steps, f"verifier ({kind})", quiet=quiet) as bar:
-        for _ in range(epochs):
+    with progress(steps, f"verifier ({v.kind})", quiet=quiet) as bar:
+        for _ in range(v.epochs):
             order = rng.sample(train, len(train))
-            for start in range(0, len(order), batch_size):
+            for start in range(0, len(order), v.batch_size):
                 if v.minutes and time.time() - started > 60 * v.minutes:
                     break
                 extra = practice[done * per_step : (done + 1) * per_step]
-                loss = loss_of(order[start : start + batch_size] + extra)
+                loss = trainee.loss(order[start : start + v.batch_size] + extra)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -220,50 +236,67 @@ def train_verifier(rows: list[dict], practice: list[dict], out: Path, cfg: Confi
                 done += 1
                 bar.advance(f"loss {loss.item():.3f}")
     model.eval()
+    return done
+
+
+def train_verifier(rows: list[dict], practice: list[dict], out: Path, cfg: Config, quiet: bool = False) -> dict:
+    """Train a `generative` (solve, then judge; see verifiers/generative.py) or `classifier` (last-token head)
+    verifier as `cfg.verifier_train` says, on top of its `base` model; calibrate on the calibration split; write the
+    directory, metrics.json, reliability.png. `practice` rows (`practice_for`; training split only) are spread evenly
+    over the steps, each seen once, on top of the `batch_size` rollout rows of every step. `score` picks what the
+    generative verifier's probability is calibrated from (`generative.verdict_logits`)."""
+    from maporl.models import load_tokenizer, resolve_model_dir
+    from maporl.utils import seed_everything
+
+    v = cfg.verifier_train
+    seed_everything(cfg.seed)
+    parts = split_rows(rows)
+    path = resolve_model_dir(v.base)
+    tokenizer = load_tokenizer(path)
+    trainee = (
+        ClassifierTrainee(path, tokenizer, v)
+        if v.kind == "classifier"
+        else GenerativeTrainee(path, tokenizer, v, rows)
+    )
+    rng = random.Random(cfg.seed)  # shuffles the practice rows, then each epoch's rows
+    practice = rng.sample(practice, len(practice))
+    leaked = {r["question"] for r in practice} & {r["question"] for r in parts["calib"] + parts["test"]}
+    if leaked:
+        raise ValueError(f"{len(leaked)} practice questions are in the calibration or test split")
+    started = time.time()
+    steps = _fit(trainee, parts["train"], practice, v, rng, quiet)
 
     @torch.no_grad()
     def all_logits(part: list[dict]) -> torch.Tensor:
-        return torch.cat([logits_for(part[i : i + 128]) for i in range(0, len(part), 128)])
+        return torch.cat([trainee.logits(part[i : i + 128]) for i in range(0, len(part), 128)])
 
     calib_labels = torch.tensor([float(r["label"]) for r in parts["calib"]])
     temperature, bias = fit_calibration(all_logits(parts["calib"]), calib_labels)
     test_labels = [int(r["label"]) for r in parts["test"]]
-    written.clear()
+    trainee.written.clear()
     probs = torch.sigmoid(all_logits(parts["test"]) / temperature + bias).tolist()
+    generative = v.kind == "generative"
     metrics = {
-        "kind": kind,
-        "samples": samples if kind == "generative" else None,
-        "score": score if kind == "generative" else None,
+        "kind": v.kind,
+        "samples": v.samples if generative else None,
+        "score": v.score if generative else None,
         "accuracy": sum((p >= 0.5) == bool(y) for p, y in zip(probs, test_labels, strict=True)) / len(probs),
         "roc_auc": roc_auc(probs, test_labels),
         "ece": ece(probs, test_labels),
         "num_eval": len(probs),
-        "num_train": len(train),
+        "num_train": len(parts["train"]),
         "num_calibration": len(parts["calib"]),
         "num_practice": len(practice),
         "temperature": temperature,
         "bias": bias,
-        "steps": done,
+        "steps": steps,
         "minutes": round((time.time() - started) / 60, 2),
         "base": str(path),
     }
-    if kind == "generative" and samples == 1:
-        metrics.update(solve_metrics(parts["test"], written, probs))
+    if generative and v.samples == 1:
+        metrics.update(solve_metrics(parts["test"], trainee.written, probs))
     out.mkdir(parents=True, exist_ok=True)
-    if kind == "classifier":
-        model.config.maporl_temperature = temperature
-        model.config.maporl_bias = bias
-    else:
-        meta = {
-            "kind": kind,
-            "temperature": temperature,
-            "bias": bias,
-            "max_new_tokens": max_new_tokens,
-            "samples": samples,
-            "score": score,
-        }
-        (out / gen.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    model.save_pretrained(out)
+    trainee.save(out, temperature, bias)
     tokenizer.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     reliability_plot(probs, test_labels, out / "reliability.png")
