@@ -139,3 +139,15 @@ def metric_rows(run_dir) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def answer_batch(team, agents: int):
+    """A TrainBatch of one answer ("The answer is 3.") per agent at turn 0, advantage 1 on every answer token."""
+    from maporl.policy import encode_episodes
+    from maporl.records import Answer, Problem, TrainBatch, Transcript
+
+    prompt = ({"role": "user", "content": "What is 1+2-0?"},)
+    answers = tuple(Answer(i, 0, prompt, "The answer is 3.", "3") for i in range(agents))
+    tr = Transcript(Problem("p", "What is 1+2-0?", "3", "t"), (answers,))
+    episodes = encode_episodes(team.tokenizer(0), [tr], [(0, i, 0) for i in range(agents)])
+    return TrainBatch(episodes, episodes.answer_mask.float(), None, None, None, None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RandomVerifier, lora_state, run_and_capture, tiny_cfg, tiny_overrides
+from conftest import RandomVerifier, answer_batch, lora_state, run_and_capture, tiny_cfg, tiny_overrides
 from safetensors.torch import load_file
 
 from maporl import checkpoint, trainer
@@ -156,20 +156,14 @@ def test_nan_reward_skips_only_that_agent(monkeypatch, tmp_path, tiny_model_dir,
 
 def test_nan_loss_skips_that_agent(monkeypatch, tiny_model_dir):
     from maporl.learner import Learner
-    from maporl.policy import Policy, encode_episodes
-    from maporl.records import Answer, Problem, TrainBatch, Transcript
+    from maporl.policy import Policy
     from maporl.team import build_team
 
     cfg = tiny_cfg(tiny_model_dir)
     team = build_team(cfg, with_adapters=True)
     policy = Policy(team, value_heads=False)
     learner = Learner(policy, cfg.algo, [0, 1], 10, 0)
-    prompt = ({"role": "user", "content": "What is 1+2-0?"},)
-    answers = tuple(Answer(i, 0, prompt, "The answer is 3.", "3") for i in range(2))
-    tr = Transcript(Problem("p", "What is 1+2-0?", "3", "t"), (answers,))
-    episodes = encode_episodes(team.tokenizer(0), [tr], [(0, 0, 0), (0, 1, 0)])
-    ones = episodes.answer_mask.float()  # advantage 1 on every answer token
-    batch = TrainBatch(episodes, ones, None, None, None, None)
+    batch = answer_batch(team, 2)
     real_forward = policy.forward
 
     def forward(sub, with_values, reference=False):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import RandomVerifier, lora_state, metric_rows, run_and_capture, tiny_cfg
+from conftest import RandomVerifier, answer_batch, lora_state, metric_rows, run_and_capture, tiny_cfg
 
 from maporl import discussion, trainer
 from maporl.checkpoint import load_team
@@ -153,3 +153,19 @@ def test_sft_keeps_only_discussions_whose_final_answers_are_all_right(monkeypatc
     rows = [r for r in metric_rows(tmp_path) if "time/step" in r]
     assert [r["sft/kept_fraction"] for r in rows] == [0.0, 0.0] and result["steps"] == 2
     assert all(r["nonfinite_updates"] == 0.0 for r in rows)
+
+
+def test_lr_decays_linearly_to_lr_final_ratio_over_every_optimizer_step(tiny_model_dir):
+    from maporl.learner import Learner
+    from maporl.utils import lr_factor
+
+    # 4 optimizer steps in all, ratio 0.1: 1 − 0.9·k/4 = 1, 0.775, 0.55, 0.325, 0.1, then 0.1 for good.
+    assert [lr_factor(k, 4, 0.1) for k in range(6)] == pytest.approx([1, 0.775, 0.55, 0.325, 0.1, 0.1])
+    cfg = tiny_cfg(tiny_model_dir, "algo.lr=0.01", "algo.lr_final_ratio=0.1", "algo.epochs=2")
+    team = build_team(cfg, with_adapters=True)
+    learner = Learner(Policy(team, value_heads=False), cfg.algo, [0, 1], total_steps=2, seed=0)
+    batch = answer_batch(team, 2)
+    # Each update is 2 epochs x 1 minibatch = 2 optimizer steps: after the first the factor is 0.55.
+    assert [learner.update(batch)["lr"] for _ in range(3)] == pytest.approx([0.0055, 0.001, 0.001])
+    constant = Learner(Policy(team, value_heads=False), tiny_cfg(tiny_model_dir, "algo.lr=0.01").algo, [0, 1], 2, 0)
+    assert [constant.update(batch)["lr"] for _ in range(2)] == [0.01, 0.01]  # lr_final_ratio 1 (default): no decay
