@@ -1,4 +1,5 @@
-"""CLI smoke tests through a real subprocess: what a user types, what they see, exit codes."""
+"""CLI tests: what a user types, what they see, exit codes. In-process (`maporl.cli.main` with captured output),
+except the one test of the installed console script."""
 
 from __future__ import annotations
 
@@ -7,19 +8,40 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from maporl.cli import main
 from maporl.models import EMBEDDED_DIR
 
 
-def maporl(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "maporl.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
+@pytest.fixture
+def maporl(capsys):
+    """Run `maporl ARGS...` in this process; returns (returncode, stdout, stderr) like a finished subprocess."""
+
+    def run(*args: str) -> SimpleNamespace:
+        capsys.readouterr()  # drop what came before
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse errors exit from inside the parser
+            code = e.code
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
 
 
-def test_discuss_prints_every_agent_at_every_turn(tiny_model_dir):
+def test_console_script_runs_and_fails_in_one_line():
+    """The installed `maporl` command itself: a bad key is one line on stderr and exit code 2, no traceback."""
+    script = Path(sys.executable).parent / "maporl"
+    r = subprocess.run([str(script), "eval", "discussion.num_agnets=3"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "did you mean 'num_agents'" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "maporl", "config"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "num_agents: 3" in r.stdout
+
+
+def test_discuss_prints_every_agent_at_every_turn(maporl, tiny_model_dir):
     r = maporl(
         "discuss",
         "What is 17+25-9?",
@@ -40,7 +62,7 @@ def test_discuss_prints_every_agent_at_every_turn(tiny_model_dir):
     assert "final answers:" in r.stdout
 
 
-def test_eval_writes_json_config_and_transcripts(tiny_model_dir, tmp_path):
+def test_eval_writes_json_config_and_transcripts(maporl, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     r = maporl(
         "eval",
@@ -81,20 +103,20 @@ def test_eval_writes_json_config_and_transcripts(tiny_model_dir, tmp_path):
         (["eval", "--task", "jsonl:/nonexistent.jsonl"], "does not exist"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, expected):
+def test_bad_input_is_one_line_and_exit_2(maporl, args, expected):
     r = maporl(*args)
     assert r.returncode == 2
     assert expected in r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-def test_config_keys_lists_help():
+def test_config_keys_lists_help(maporl):
     r = maporl("config", "--keys")
     assert r.returncode == 0
     assert "discussion.num_agents" in r.stdout and "number of agents" in r.stdout
 
 
-def test_base_build_tiny_budget_makes_a_loadable_model(tmp_path):
+def test_base_build_tiny_budget_makes_a_loadable_model(maporl, tmp_path):
     out = tmp_path / "base"
     r = maporl("base", "build", "--out", str(out), "--steps", "2", "--batch-size", "4", "--quiet")
     assert r.returncode == 0, r.stderr
@@ -116,13 +138,13 @@ def test_base_build_tiny_budget_makes_a_loadable_model(tmp_path):
 
 
 @pytest.mark.skipif(not (EMBEDDED_DIR / "config.json").is_file(), reason="embedded base not built")
-def test_shipped_base_discusses():
+def test_shipped_base_discusses(maporl):
     r = maporl("discuss", "What is 17+25-9?", "--answer", "33")
     assert r.returncode == 0, r.stderr
     assert "The answer is" in r.stdout
 
 
-def test_train_then_eval_and_discuss_the_checkpoint(tiny_model_dir, tmp_path):
+def test_train_then_eval_and_discuss_the_checkpoint(maporl, tiny_model_dir, tmp_path):
     run = tmp_path / "run"
     small = ["generation.max_new_tokens=6", "train.problems_per_step=2", "algo.rollouts_per_problem=2"]
     r = maporl(
