@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from maporl.base.build import BuildConfig, model_config
 from maporl.base.data import sft_example
 from maporl.base.tokenizer import train_tokenizer
 from maporl.tasks.arithmetic import ArithmeticTask
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test workers on two cores: one torch thread each (two threads each spin against each other, 10x slower).
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and for the processes the tests start
 
 TINY = BuildConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256, vocab_size=400)
 
