@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from maporl.records import Transcript
+from maporl.records import Transcript, answer_grid
 from maporl.tasks import Task
 
 
@@ -28,11 +28,9 @@ def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
     if not transcripts:
         raise ValueError("no transcripts to evaluate")
     n, turns, b = transcripts[0].num_agents, transcripts[0].num_turns, len(transcripts)
-    correct = [
-        [[task.is_correct(tr.answers[t][i].parsed, tr.problem) for t in range(turns)] for i in range(n)]
-        for tr in transcripts
-    ]
-    acc_agent_turn = [[sum(c[i][t] for c in correct) / b for t in range(turns)] for i in range(n)]
+    # (B, N, T) correctness; float64 so that every rate below is exactly k / count, as plain fractions would be.
+    c = answer_grid(transcripts, lambda pairs: [task.is_correct(a.parsed, tr.problem) for tr, a in pairs]).double()
+    acc_agent_turn = c.mean(0).tolist()
     acc_turn = [sum(acc_agent_turn[i][t] for i in range(n)) / n for t in range(turns)]
     maj = [
         sum(task.is_correct(majority([a.parsed for a in tr.answers[t]]), tr.problem) for tr in transcripts) / b
@@ -44,10 +42,10 @@ def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
         for t in range(turns)
     ]
     # Discussion can only spread a right answer some agent already has: this is its ceiling (pass@N at turn 0).
-    any_correct = [sum(any(c[i][t] for i in range(n)) for c in correct) / b for t in range(turns)]
+    any_correct = c.amax(1).mean(0).tolist()
     pairs = b * n
-    w2r = [sum(not c[i][t - 1] and c[i][t] for c in correct for i in range(n)) / pairs for t in range(1, turns)]
-    r2w = [sum(c[i][t - 1] and not c[i][t] for c in correct for i in range(n)) / pairs for t in range(1, turns)]
+    w2r = ((1 - c[:, :, :-1]) * c[:, :, 1:]).sum((0, 1)).div(pairs).tolist()
+    r2w = (c[:, :, :-1] * (1 - c[:, :, 1:])).sum((0, 1)).div(pairs).tolist()
     parsed = sum(a.parsed is not None for tr in transcripts for turn in tr.answers for a in turn)
     return {
         "num_problems": b,
