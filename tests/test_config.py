@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maporl.config import Config, describe, dump_yaml, load_config
+from maporl.config import Config, dump_yaml, keys, load_config
 from maporl.errors import UsageError
 
 
@@ -74,11 +74,11 @@ def test_bad_files(tmp_path):
 
 
 def test_every_field_has_help():
-    rows = describe()
+    rows = keys()
     assert len(rows) > 10
     assert all(help_text for _, _, help_text in rows)
-    keys = {key for key, _, _ in rows}
-    assert {"verifier_train.lr", "reproduce.seeds", "train.report_to"} <= keys  # every command's settings
+    names = {key for key, _, _ in rows}
+    assert {"verifier_train.lr", "reproduce.seeds", "train.report_to"} <= names  # every command's settings
 
 
 @pytest.mark.parametrize("name", ["paper_gsm8k", "paper_anli"])

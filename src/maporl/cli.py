@@ -249,10 +249,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    from maporl.config import describe, dump_yaml, load_config
+    from maporl.config import dump_yaml, keys, load_config
 
     if args.keys:
-        for key, default, help_text in describe():
+        for key, default, help_text in keys():
             print(f"{key:<32} {default!s:<12} {help_text}")
         return
     print(dump_yaml(load_config(args.config, args.overrides)), end="")
