@@ -148,12 +148,15 @@ def metric_rows(run_dir) -> list[dict]:
 
 
 def answer_batch(team, agents: int):
-    """A TrainBatch of one answer ("The answer is 3.") per agent at turn 0, advantage 1 on every answer token."""
+    """A TrainBatch of one answer ("The answer is 3." and the end of turn) per agent at turn 0, advantage 1 on every
+    answer token."""
     from maporl.policy import encode_episodes
     from maporl.records import Answer, Problem, TrainBatch, Transcript
 
     prompt = ({"role": "user", "content": "What is 1+2-0?"},)
-    answers = tuple(Answer(i, 0, prompt, "The answer is 3.", "3") for i in range(agents))
+    tokenizer = team.tokenizer(0)
+    ids = (*tokenizer("The answer is 3.", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
+    answers = tuple(Answer(i, 0, prompt, "The answer is 3.", "3", token_ids=ids) for i in range(agents))
     tr = Transcript(Problem("p", "What is 1+2-0?", "3", "t"), (answers,))
     episodes = encode_episodes(team.tokenizer(0), [tr], [(0, i, 0) for i in range(agents)])
     return TrainBatch(episodes, episodes.answer_mask.float(), None, None, None, None)

@@ -10,8 +10,7 @@ from conftest import RandomVerifier, answer_batch, lora_state, metric_rows, run_
 
 from maporl import discussion, trainer
 from maporl.checkpoint import load_team
-from maporl.policy import Policy, encode_episodes
-from maporl.records import Answer, Problem, Transcript
+from maporl.policy import Policy
 from maporl.tasks import get_task
 from maporl.team import build_team
 
@@ -47,27 +46,6 @@ def test_same_seed_same_metrics(monkeypatch, tmp_path, tiny_model_dir):
         rows.append([{key: v for key, v in r.items() if not key.startswith("time/")} for r in lines])
         assert (out / "transcripts" / "step_000001.jsonl").is_file()
     assert rows[0] == rows[1]
-
-
-def test_answer_mask_covers_exactly_the_answer_and_end_of_turn(tokenizer):
-    prompt = ({"role": "user", "content": "What is 1+2-0?"},)
-    answers = tuple(Answer(i, 0, prompt, r, None) for i, r in enumerate(["The answer is 3.", "3"]))
-    tr = Transcript(Problem("p", "What is 1+2-0?", "3", "t"), (answers,))
-    batch = encode_episodes(tokenizer, [tr], [(0, 0, 0), (0, 1, 0)])
-    for row, text in enumerate(["The answer is 3.", "3"]):
-        # answer_mask[p] marks that token p+1 is scored: it must be the answer's tokens then <|im_end|>.
-        scored = batch.input_ids[row, 1:][batch.answer_mask[row]]
-        expected = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        assert scored.tolist() == expected
-    assert batch.attention_mask[1].sum() < batch.attention_mask[0].sum()  # left padding on the shorter row
-    assert batch.attention_mask[1, 0] == 0
-    # An answer cut off at max_new_tokens never sampled <|im_end|>: only its own tokens are scored.
-    cut = Transcript(tr.problem, ((Answer(0, 0, prompt, "The answer is", None, truncated=True),),))
-    batch = encode_episodes(tokenizer, [cut], [(0, 0, 0)])
-    assert (
-        batch.input_ids[0, 1:][batch.answer_mask[0]].tolist()
-        == tokenizer("The answer is", add_special_tokens=False)["input_ids"]
-    )
 
 
 def test_gradient_accumulation_matches_one_big_batch(monkeypatch, tmp_path, tiny_model_dir):

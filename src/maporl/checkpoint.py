@@ -116,7 +116,7 @@ def load_weights(ckpt: Path, policy: Policy) -> None:
             raise UsageError(f"checkpoint {ckpt} has no adapter '{name}'; use the run's discussion.adapters layout")
         set_peft_model_state_dict(policy.team.models[key], load_file(path), adapter_name=name)
     if policy.value_heads is not None and (ckpt / "value_heads.pt").is_file():
-        policy.value_heads.load_state_dict(torch.load(ckpt / "value_heads.pt"))
+        policy.value_heads.load_state_dict(torch.load(ckpt / "value_heads.pt", map_location=policy.device))
 
 
 def load_team(cfg, ckpt: Path):

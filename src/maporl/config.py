@@ -31,6 +31,12 @@ class ModelConfig:
     agent_models: tuple[str, ...] = opt(
         (), "heterogeneous team: one model directory per agent (empty: every agent uses name_or_path)"
     )
+    autocast: bool = opt(
+        False, "run the update's forward in bfloat16 autocast (on CUDA; adapters and optimizer state stay float32)"
+    )
+    activation_checkpointing: bool = opt(
+        False, "recompute each decoder layer's activations in the backward pass instead of keeping them (less memory)"
+    )
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,10 @@ class AlgoConfig:
     lr_final_ratio: float = opt(1.0, "linear decay to lr * ratio at train.max_steps (1: constant; released code: 0.1)")
     epochs: int = opt(1, "optimisation passes over each step's rollouts")
     minibatches: int = opt(1, "optimizer steps per epoch")
-    micro_batch_size: int = opt(32, "answers per forward/backward (gradient accumulation inside a minibatch)")
+    micro_batch_size: int = opt(32, "answers per forward/backward, at most (gradient accumulation inside a minibatch)")
+    micro_batch_tokens: int = opt(
+        0, "tokens per forward/backward, at most, counting padding to the longest row (0: rows only); a GPU's budget"
+    )
     clip_eps: float = opt(0.2, "PPO ratio clip")
     value_clip_eps: float = opt(0.2, "PPO value clip")
     vf_coef: float = opt(0.1, "value loss weight (PPO)")
@@ -216,6 +225,7 @@ class Config:
             (self.algo.rollouts_per_problem >= 1, "algo.rollouts_per_problem must be >= 1"),
             (self.algo.epochs >= 1 and self.algo.minibatches >= 1, "algo.epochs and algo.minibatches must be >= 1"),
             (self.algo.micro_batch_size >= 1, "algo.micro_batch_size must be >= 1"),
+            (self.algo.micro_batch_tokens >= 0, "algo.micro_batch_tokens must be >= 0 (0: count rows only)"),
             (self.train.max_steps >= 1, "train.max_steps must be >= 1"),
             (self.train.minutes >= 0, "train.minutes must be >= 0 (0: no limit)"),
             (self.train.problems_per_step >= 1, "train.problems_per_step must be >= 1"),

@@ -60,7 +60,7 @@ def run(
                 # mask_truncated_completions and DAPO's overlong filtering): otherwise RL drifts into answers
                 # that repeat "The answer is N." until the limit (seen in single-agent GRPO after ~1,000 steps).
                 parsed = None if c.truncated else task.extract_answer(c.text)
-                turn.append(Answer(i, t, r.messages, c.text, parsed, truncated=c.truncated))
+                turn.append(Answer(i, t, r.messages, c.text, parsed, c.truncated, c.token_ids, c.logprobs))
             history[b].append(tuple(turn))
         faults.point("generation")
     return [Transcript(problem=p, answers=tuple(h)) for p, h in zip(problems, history, strict=True)]

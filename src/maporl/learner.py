@@ -57,16 +57,37 @@ class Learner:
         return old_logp, old_values, ref_logp
 
     def _forward_no_grad(self, batch: EpisodeBatch, with_values: bool, reference: bool = False):
-        """`Policy.forward` over micro-batches; (E, L-1) outputs, left-padded back to full width."""
+        """`Policy.forward` over the micro-batches an update of every row at once would use (so that, unchanged,
+        the policy gives bit for bit the same numbers there); (E, L-1) outputs on the CPU, left-padded back to full
+        width."""
         e, width = batch.answer_mask.shape
         logp, values = torch.zeros((e, width)), torch.zeros((e, width)) if with_values else None
         with torch.no_grad():
-            for part in torch.arange(e).split(self.cfg.micro_batch_size):
+            for part in self._micro_batches(batch, torch.arange(e)):
                 lp, v = self.policy.forward(batch.rows(part), with_values, reference)
-                logp[part, width - lp.shape[1] :] = lp
+                logp[part, width - lp.shape[1] :] = lp.cpu()
                 if values is not None:
-                    values[part, width - v.shape[1] :] = v
+                    values[part, width - v.shape[1] :] = v.cpu()
         return logp, values
+
+    def _micro_batches(self, batch: EpisodeBatch, rows: torch.Tensor) -> list[torch.Tensor]:
+        """`rows` cut into micro-batches of similar lengths: sorted by length (ties by index, so the cut does not
+        depend on the order the rows come in), at most `algo.micro_batch_size` rows each and, with
+        `algo.micro_batch_tokens`, at most that many tokens once padded to the longest row (a longer row goes
+        alone). Each micro-batch is trimmed to its longest row, so sorting cuts the padding computed; the
+        accumulated gradient is the same sum in any cut."""
+        rows = rows.sort().values
+        lengths = batch.attention_mask[rows].sum(1)
+        order = torch.argsort(lengths, stable=True)
+        rows, lengths = rows[order].tolist(), lengths[order].tolist()
+        budget, most = self.cfg.micro_batch_tokens, self.cfg.micro_batch_size
+        parts: list[list[int]] = []
+        for row, length in zip(rows, lengths, strict=True):
+            full = parts and (len(parts[-1]) == most or (budget and (len(parts[-1]) + 1) * length > budget))
+            if not parts or full:
+                parts.append([])
+            parts[-1].append(row)
+        return [torch.tensor(part) for part in parts]
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """`algo.epochs` passes over the episodes, `algo.minibatches` optimizer steps each; the mean of every stat."""
@@ -107,13 +128,13 @@ class Learner:
         skipped (non-finite loss or gradient, or arriving in `skip`); their parameters are left untouched."""
         self.optimizer.zero_grad(set_to_none=True)
         total = _units(batch.episodes.answer_mask[minibatch], self.cfg.agg).clamp_min(1)
-        # Micro-batches of similar lengths: each is trimmed to its longest row, so sorting cuts the padding that
-        # would otherwise be computed (the accumulated gradient is the same sum in any order).
-        minibatch = minibatch[torch.argsort(batch.episodes.attention_mask[minibatch].sum(1), stable=True)]
-        for part in minibatch.split(self.cfg.micro_batch_size):
-            loss = self._micro_loss(batch.rows(part), total, skip, stats)
-            if loss is not None:
-                loss.backward()
+        for part in self._micro_batches(batch.episodes, minibatch):
+            sub = batch.rows(part).to(self.policy.device)
+            # The rows' adapters stay routed through the backward pass (activation checkpointing recomputes there).
+            with self.policy.routed(sub.episodes):
+                loss = self._micro_loss(sub, total.to(self.policy.device), skip, stats)
+                if loss is not None:
+                    loss.backward()
         for agent, params in self.groups.items():
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm) if agent not in skip else None
             if norm is None or not torch.isfinite(norm):

@@ -7,11 +7,16 @@ same model with adapters switched off, so no second copy of the weights is kept.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 import torch
+import torch.utils.checkpoint
+from peft import PeftModel
 from torch import nn
 
+from maporl import lora_batch
+from maporl.generation import encode_prompt
 from maporl.records import EpisodeBatch, Transcript
 from maporl.team import Team
 
@@ -19,24 +24,21 @@ from maporl.team import Team
 def encode_episodes(
     tokenizers, transcripts: Sequence[Transcript], episodes: Sequence[tuple[int, int, int]]
 ) -> EpisodeBatch:
-    """Tokenise (problem b, agent i, turn t) episodes: the prompt the agent saw, then its answer and end-of-turn.
+    """Token ids of (problem b, agent i, turn t) episodes: the prompt the agent saw, then exactly the tokens it
+    sampled (with the end-of-turn token when it sampled one; a cut-off answer has none). The answer's text is never
+    re-tokenized: decode -> encode does not give the sampled ids back (merges across tokens, normalisation), and a
+    PPO ratio over other tokens than the sampled ones is biased.
 
     `tokenizers`: one tokenizer for every agent, or a list indexed by agent (heterogeneous teams).
-
-    The answer is re-tokenised from its text; old log-probabilities are computed on the same tokens, so the
-    update stays consistent with itself.
     """
     rows, answer_lens, pads = [], [], []
     for b, i, t in episodes:
         tokenizer = tokenizers[i] if isinstance(tokenizers, (list, tuple)) else tokenizers
         answer = transcripts[b].answers[t][i]
-        prompt = tokenizer.apply_chat_template(list(answer.prompt), add_generation_prompt=True, tokenize=False)
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(answer.response, add_special_tokens=False)["input_ids"]
-        if not answer.truncated:  # a cut-off answer never sampled the end token: do not train on one
-            answer_ids.append(tokenizer.eos_token_id)
-        rows.append(prompt_ids + answer_ids)
-        answer_lens.append(len(answer_ids))
+        if not answer.token_ids:
+            raise ValueError(f"agent {i}'s answer at turn {t} has no sampled token ids: train only on fresh rollouts")
+        rows.append(encode_prompt(tokenizer, answer.prompt) + list(answer.token_ids))
+        answer_lens.append(len(answer.token_ids))
         pads.append(tokenizer.pad_token_id)
     width = max((len(r) for r in rows), default=1)
     ids = torch.tensor(pads, dtype=torch.long)[:, None].repeat(1, width) if rows else torch.zeros(0, 1).long()
@@ -57,23 +59,69 @@ def encode_episodes(
     )
 
 
-class Policy:
-    """The team's models with their adapters, plus one value head per agent when the algorithm needs values."""
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0, chunk: int = 1024):
+    """log softmax(logits / temperature) at `index`: (..., V) logits, (...) index -> (...) float32.
 
-    def __init__(self, team: Team, value_heads: bool):
+    As TRL's `selective_log_softmax`: rows are upcast to float32 and reduced `chunk` at a time, so no float32 copy of
+    all the logits exists at once (B x L x 152k for Qwen2.5). Under autograd each chunk is recomputed in the backward
+    pass rather than kept, when the logits are not float32 already (then the chunks are views and cost nothing).
+    """
+    flat, idx = logits.reshape(-1, logits.shape[-1]), index.reshape(-1, 1)
+
+    def part(rows: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        scaled = rows.float() / temperature
+        return (scaled.gather(-1, ids) - scaled.logsumexp(-1, keepdim=True)).squeeze(-1)
+
+    recompute = torch.is_grad_enabled() and logits.requires_grad and logits.dtype != torch.float32
+    pieces = [
+        torch.utils.checkpoint.checkpoint(part, flat[k : k + chunk], idx[k : k + chunk], use_reentrant=False)
+        if recompute
+        else part(flat[k : k + chunk], idx[k : k + chunk])
+        for k in range(0, flat.shape[0], chunk)
+    ]
+    out = torch.cat(pieces) if pieces else flat.new_zeros(0, dtype=torch.float32)
+    return out.reshape(index.shape)
+
+
+class Policy:
+    """The team's models with their adapters, plus one value head per agent when the algorithm needs values.
+
+    Args:
+        team: the agents' models, tokenizers and adapter slots.
+        value_heads: give every agent a value head (PPO).
+        temperature: the sampling temperature; log-probabilities are those of softmax(logits / temperature), the
+            distribution the tokens were drawn from (as TRL and verl do; 0, greedy, counts as 1).
+        autocast: run the models' forward in bfloat16 autocast (adapters, value heads, optimizer state and the
+            log-softmax stay float32).
+        activation_checkpointing: recompute each decoder layer's activations in the backward pass instead of
+            keeping them (transformers' `activation_checkpointing_enable`).
+    """
+
+    def __init__(
+        self,
+        team: Team,
+        value_heads: bool,
+        temperature: float = 1.0,
+        autocast: bool = False,
+        activation_checkpointing: bool = False,
+    ):
         self.team = team
         self.num_agents = len(team.slots)
+        self.temperature, self.autocast = temperature or 1.0, autocast
+        self.device = next(iter(team.models.values())).device
         self.value_heads: nn.ModuleList | None = None
         if value_heads:
             # Zero-initialised: values start at 0, the first updates are plain policy-gradient steps.
             sizes = [team.models[s.model_key].config.get_text_config().hidden_size for s in team.slots]
-            self.value_heads = nn.ModuleList(nn.Linear(h, 1) for h in sizes)
+            self.value_heads = nn.ModuleList(nn.Linear(h, 1) for h in sizes).to(self.device)
             for head in self.value_heads:
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
         for m in team.models.values():
             for name, p in m.named_parameters():
                 p.requires_grad_("lora_" in name)
+            if activation_checkpointing:
+                _checkpoint_layers(m)
 
     def agent_parameters(self, agent: int) -> list[nn.Parameter]:
         """What an update of `agent` changes: its adapter (shared by all in the 'shared' layout) and value head."""
@@ -84,33 +132,72 @@ class Policy:
             params += list(self.value_heads[agent].parameters())
         return params
 
+    def _rows_by_model(self, batch: EpisodeBatch, reference: bool) -> list[tuple[str, torch.Tensor, list[str]]]:
+        """(model key, its rows, their adapter names) for every model with rows in the batch; each model's rows are
+        grouped by adapter, so each adapter's rows are one slice in the mixed forward (lora_batch.py)."""
+        out = []
+        for key in self.team.models:
+            rows = [r for r in range(len(batch.agent)) if self.team.slots[int(batch.agent[r])].model_key == key]
+            rows.sort(key=lambda r: self.team.slots[int(batch.agent[r])].adapter or "")
+            # The reference is the base: "__base__" rows skip every adapter. (peft's disable_adapter() would do too,
+            # but on exit it re-runs set_adapter, which freezes every adapter but the first one.)
+            names = [
+                "__base__" if reference else self.team.slots[int(batch.agent[r])].adapter or "__base__" for r in rows
+            ]
+            if rows:
+                out.append((key, torch.tensor(rows), names))
+        return out
+
+    @contextmanager
+    def routed(self, batch: EpisodeBatch, reference: bool = False) -> Iterator[None]:
+        """Every model's rows go to their own adapters while open: wrap a forward *and its backward* in it, so that
+        activation checkpointing's recomputation routes the rows as the forward did."""
+        with ExitStack() as stack:
+            for key, _, names in self._rows_by_model(batch, reference):
+                stack.enter_context(lora_batch.routing(self.team.models[key], names))
+            yield
+
     def forward(self, batch: EpisodeBatch, with_values: bool, reference: bool = False):
-        """Log-probabilities (E, L-1) of each next token under its agent's policy, and values (E, L-1) or None.
+        """Log-probabilities (E, L-1) of each next token under its agent's policy, and values (E, L-1) or None, on
+        the models' device. Only the answer span is computed: every row's answer ends at the last column, so the
+        logits of the last `longest answer + 1` positions are all that is needed (`logits_to_keep`); the columns
+        before it are 0.
 
         reference=True: under the base with adapters disabled (the KL reference).
         """
         e, width = batch.input_ids.shape
-        logprobs = torch.zeros((e, width - 1))
-        values = torch.zeros((e, width - 1)) if with_values else None
-        for key, model in self.team.models.items():
-            rows = [r for r in range(e) if self.team.slots[int(batch.agent[r])].model_key == key]
-            if not rows:
-                continue
-            # Grouped by adapter: each adapter's rows become a slice in the mixed forward (lora_batch.py).
-            rows.sort(key=lambda r: self.team.slots[int(batch.agent[r])].adapter or "")
-            index = torch.tensor(rows)
-            ids, attn = batch.input_ids[index].to(model.device), batch.attention_mask[index].to(model.device)
-            # The reference is the base: peft's "__base__" rows skip every adapter. (model.disable_adapter() would
-            # do too, but on exit it re-runs set_adapter, which freezes every adapter but the first one.)
-            names = ["__base__" if reference else self.team.slots[int(batch.agent[r])].adapter for r in rows]
-            out = model(input_ids=ids, attention_mask=attn, adapter_names=names, output_hidden_states=with_values)
-            logits = out.logits[:, :-1].float()
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-            logprobs = logprobs.index_put((index,), lp.cpu())
+        span = int(batch.answer_mask.sum(1).max()) if e else 0
+        logprobs = torch.zeros((e, width - 1), device=self.device)
+        values = torch.zeros((e, width - 1), device=self.device) if with_values else None
+        for key, index, names in self._rows_by_model(batch, reference):
+            model = self.team.models[key]
+            ids = batch.input_ids[index].to(self.device)
+            attention = batch.attention_mask[index].to(self.device)
+            with lora_batch.routing(model, names), torch.autocast(self.device.type, torch.bfloat16, self.autocast):
+                out = model(
+                    input_ids=ids, attention_mask=attention, logits_to_keep=span + 1, output_hidden_states=with_values
+                )
+            targets = ids[:, width - span :]  # the token each kept position predicts
+            lp = selective_log_softmax(out.logits[:, :-1], targets, self.temperature)
+            logprobs = logprobs.index_put((index.to(self.device),), torch.nn.functional.pad(lp, (width - 1 - span, 0)))
             if values is not None and self.value_heads is not None:
-                hidden = out.hidden_states[-1][:, :-1].float().cpu()
+                hidden = out.hidden_states[-1][:, width - 1 - span : width - 1].float()
                 agents = batch.agent[index].tolist()  # rows of one model: one hidden size
                 weight = torch.stack([self.value_heads[a].weight[0] for a in agents])  # (R, H): each row's own head
                 bias = torch.stack([self.value_heads[a].bias[0] for a in agents])
-                values = values.index_put((index,), (hidden * weight[:, None, :]).sum(-1) + bias[:, None])
+                v = (hidden * weight[:, None, :]).sum(-1) + bias[:, None]
+                values = values.index_put((index.to(self.device),), torch.nn.functional.pad(v, (width - 1 - span, 0)))
         return logprobs, values
+
+
+def _checkpoint_layers(model) -> None:
+    """transformers' activation checkpointing, on a model that stays in eval mode: transformers recomputes a decoder
+    layer only when the layer is in training mode, while peft's mixed-adapter batches want eval mode. So only the
+    layers' own flags are set; their submodules (dropout included) stay in eval mode."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    base.activation_checkpointing_enable({"use_reentrant": False})
+    for module in base.modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            module.training = True

@@ -5,6 +5,7 @@ Tensor shapes: B discussions, N agents, T turns; E episodes (one agent's answer 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -29,9 +30,11 @@ class Answer:
     agent: int
     turn: int
     prompt: tuple[dict[str, str], ...]  # chat messages the agent saw
-    response: str  # raw generated text
+    response: str  # generated text (for reading and parsing; the update trains on token_ids)
     parsed: str | None  # final answer extracted by the task's safe parser (None: no parseable answer)
     truncated: bool = False  # cut off at generation.max_new_tokens before the end-of-turn token
+    token_ids: tuple[int, ...] = ()  # the sampled tokens, end-of-turn included when sampled: what is trained on
+    logprobs: tuple[float, ...] = ()  # the sampler's log-probability of each (at the sampling temperature)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,10 @@ class Transcript:
 
     @staticmethod
     def from_json(d: dict) -> Transcript:
-        answers = tuple(tuple(Answer(**{**a, "prompt": tuple(a["prompt"])}) for a in turn) for turn in d["answers"])
+        tuples = ("prompt", "token_ids", "logprobs")  # JSON has lists; transcripts written before token ids lack them
+        answers = tuple(
+            tuple(Answer(**{**a, **{k: tuple(a[k]) for k in tuples if k in a}}) for a in turn) for turn in d["answers"]
+        )
         return Transcript(problem=Problem(**d["problem"]), answers=answers, meta=d.get("meta", {}))
 
 
@@ -93,6 +99,9 @@ class EpisodeBatch:
     turn: torch.Tensor  # (E,) long
     problem: torch.Tensor  # (E,) long, index of the episode's discussion among the step's transcripts
 
+    def to(self, device) -> EpisodeBatch:
+        return EpisodeBatch(*(x.to(device) for x in dataclasses.astuple(self)))
+
     def rows(self, index: torch.Tensor) -> EpisodeBatch:
         """A sub-batch, trimmed of leading columns that are padding in every selected row."""
         mask = self.attention_mask[index]
@@ -117,6 +126,11 @@ class TrainBatch:
     old_logprobs: torch.Tensor | None  # (E, L-1) log π_old; None: one on-policy pass, the current ones detached
     old_values: torch.Tensor | None  # (E, L-1) V_old (PPO)
     ref_logprobs: torch.Tensor | None  # (E, L-1) log π_ref (algo.kl_coef > 0)
+
+    def to(self, device) -> TrainBatch:
+        move = [None if x is None else x.to(device) for x in (self.advantages, self.returns, self.old_logprobs)]
+        move += [None if x is None else x.to(device) for x in (self.old_values, self.ref_logprobs)]
+        return TrainBatch(self.episodes.to(device), *move)
 
     def rows(self, index: torch.Tensor) -> TrainBatch:
         """A sub-batch: its episodes trimmed of all-padding columns, every (E, L-1) tensor cut to the same width."""

@@ -53,7 +53,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
     seed_everything(cfg.seed)
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
     team = build_team(cfg, with_adapters=True)
-    policy = Policy(team, value_heads=cfg.algo.name == "ppo")
+    policy = Policy(
+        team,
+        value_heads=cfg.algo.name == "ppo",
+        temperature=cfg.generation.temperature,
+        autocast=cfg.model.autocast,
+        activation_checkpointing=cfg.model.activation_checkpointing,
+    )
     generator, verifier, labeler = _backends(cfg, team, task)  # the generator samples from the trained policies
     sft = cfg.algo.name == "sft"
     rollout_generator = build_generator(cfg, team.untrained()) if sft else generator

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from maporl.prompts import Messages
@@ -12,10 +12,14 @@ from maporl.prompts import Messages
 
 @dataclass(frozen=True)
 class Completion:
-    """One generated answer."""
+    """One generated answer: the tokens the sampler drew are what the update trains on; the text is for reading."""
 
     text: str  # the decoded answer, without the end-of-turn token
     truncated: bool = False  # cut off at max_new_tokens: the end-of-turn token was never sampled
+    token_ids: tuple[int, ...] = ()  # the sampled ids, the end-of-turn token included when it was sampled
+    # The sampler's log-probability of each of them (at its temperature). Left out of equality: it moves in the last
+    # bits with the batch a row was computed in, while the sampled ids do not.
+    logprobs: tuple[float, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,22 @@ class Generator(Protocol):
     def sync(self, team) -> None:
         """After an update: sample from the team's current adapters from now on (copies them where needed)."""
         ...
+
+
+def encode_prompt(tokenizer, messages: Messages) -> list[int]:
+    """The token ids an agent's prompt is generated from and trained with: its chat template with the generation
+    prompt, tokenized without adding special tokens (the template writes its own; a second BOS would be a prompt
+    the model never saw). Every generator and the update use this one function, so the ids are always the same."""
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def end_of_turn_ids(model, tokenizer) -> list[int]:
+    """Every token that ends an answer: the tokenizer's eos and each eos of the model's generation config (chat
+    models often have several, e.g. <|im_end|> and <|endoftext|>)."""
+    configured = model.generation_config.eos_token_id  # None, one id or a list
+    configured = configured if isinstance(configured, list) else [] if configured is None else [configured]
+    return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
 
 
 def sampling_params(temperature: float, max_tokens: int, seed: int, stop_token_id: int):

@@ -10,9 +10,15 @@ from collections.abc import Sequence
 
 import torch
 from peft import PeftModel
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from maporl.generation import Completion, GenRequest
+from maporl.generation import Completion, GenRequest, encode_prompt, end_of_turn_ids
 from maporl.records import AgentSlot
 
 _M32 = 0xFFFFFFFF
@@ -39,7 +45,8 @@ def _as_int32(u: int) -> int:
 
 
 class SeededGumbelSampler(LogitsProcessor):
-    """Turns greedy decoding into per-row seeded sampling at a temperature.
+    """Turns greedy decoding into per-row seeded sampling at a temperature (temperature 0: plain greedy), and keeps
+    the log-probability of every token it picks under softmax(logits / temperature) (temperature 0: / 1).
 
     The noise is counter-based: u = hash(row seed, decoding step, token id), computed for the whole batch in a few
     int32 ops on the logits' device. Per-row CPU generators (the first version) cost ~50 ms a step at a 49k vocab
@@ -50,6 +57,7 @@ class SeededGumbelSampler(LogitsProcessor):
         self.temperature = temperature
         self.seeds = [s % 2**63 for s in seeds]
         self.step = 0
+        self.picked_logprobs: list[torch.Tensor] = []  # one (B,) tensor per decoding step
 
     def _keys(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         k1, k2 = [], []
@@ -68,9 +76,17 @@ class SeededGumbelSampler(LogitsProcessor):
         return -torch.log(-torch.log(u))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        gumbel = self.noise(scores.shape[-1], scores.device)
+        scaled = scores.float() / (self.temperature or 1.0)
+        out = scaled + self.noise(scores.shape[-1], scores.device) if self.temperature > 0 else scaled
         self.step += 1
-        return scores.float() / self.temperature + gumbel
+        # generate() is greedy over what this returns, so its argmax is the token picked (it is the only processor).
+        picked = out.argmax(-1, keepdim=True)
+        self.picked_logprobs.append((scaled.gather(-1, picked) - scaled.logsumexp(-1, keepdim=True)).squeeze(-1))
+        return out
+
+    def logprobs(self) -> torch.Tensor:
+        """(B, steps) log-probability of every picked token."""
+        return torch.stack(self.picked_logprobs, 1) if self.picked_logprobs else torch.zeros(len(self.seeds), 0)
 
 
 class HFGenerator:
@@ -110,31 +126,35 @@ class HFGenerator:
     @torch.no_grad()
     def _generate(self, key: str, requests: list[GenRequest]) -> list[Completion]:
         model, tokenizer = self.models[key], self.tokenizers[key]
-        texts = [
-            tokenizer.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=False)
-            for r in requests
-        ]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        prompts = [encode_prompt(tokenizer, r.messages) for r in requests]
+        width, pad = max(map(len, prompts)), tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
         kwargs = {}
         if isinstance(model, PeftModel):
             # peft mixed-adapter batch: one adapter name per row; the model must be in eval mode for this.
             kwargs["adapter_names"] = [self.slots[r.agent].adapter or "__base__" for r in requests]
-        processors = LogitsProcessorList()
-        if self.temperature > 0:
-            processors.append(SeededGumbelSampler([r.seed for r in requests], self.temperature))
-        generated = model.generate(
-            **enc,
-            **kwargs,
-            do_sample=False,
-            logits_processor=processors,
-            max_new_tokens=self.max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
+        eos = end_of_turn_ids(model, tokenizer)
+        # Our sampler is the only logits processor: the model's own generation config (a repetition penalty, top-k)
+        # would change the distribution the tokens come from, and the update would train on another one.
+        config = GenerationConfig(
+            do_sample=False, max_new_tokens=self.max_new_tokens, eos_token_id=eos, pad_token_id=pad
         )
-        new_tokens = generated[:, enc["input_ids"].shape[1] :]
-        ended = (new_tokens == tokenizer.eos_token_id).int().cumsum(1)
-        self.tokens_generated += int(((ended == 0) | ((ended == 1) & (new_tokens == tokenizer.eos_token_id))).sum())
-        # generate() runs until every row has ended or max_new_tokens: a row with no end token was cut off.
-        cut = (ended[:, -1] == 0).tolist() if new_tokens.shape[1] else [False] * len(requests)
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [Completion(t, c) for t, c in zip(texts, cut, strict=True)]
+        sampler = SeededGumbelSampler([r.seed for r in requests], self.temperature)
+        generated = model.generate(
+            input_ids=ids,
+            attention_mask=attention,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([sampler]),
+            **kwargs,
+        )
+        new_tokens, logprobs = generated[:, width:].tolist(), sampler.logprobs().tolist()
+        out = []
+        for row, lps in zip(new_tokens, logprobs, strict=True):
+            # generate() runs until every row has ended or max_new_tokens: a row with no end token was cut off.
+            end = next((k for k, t in enumerate(row) if t in eos), None)
+            n = len(row) if end is None else end + 1
+            text = tokenizer.decode(row[:n], skip_special_tokens=True)
+            out.append(Completion(text, end is None, tuple(row[:n]), tuple(lps[:n])))
+            self.tokens_generated += n
+        return out
