@@ -15,6 +15,14 @@ def test_defaults_and_overrides():
     assert load_config() == Config()
 
 
+def test_scientific_notation_is_a_float():
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; it is the way people write learning rates.
+    cfg = load_config(None, ["algo.lr=1e-3", "algo.max_grad_norm=1E+2", "reward.alpha=[5e-1,2]"])
+    assert (cfg.algo.lr, cfg.algo.max_grad_norm, cfg.reward.alpha) == (1e-3, 100.0, (0.5, 2.0))
+    with pytest.raises(UsageError, match="should be float"):
+        load_config(None, ["algo.lr=1e-3x"])
+
+
 def test_yaml_file_then_overrides_win(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("discussion:\n  num_agents: 2\n  turns: 4\nseed: 5\n")

@@ -4,6 +4,7 @@ files, and the (key, default, help) listing. Generic over any frozen dataclass t
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any, Literal
 import yaml
 
 from maporl.errors import UsageError, did_you_mean
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -54,6 +57,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):  # YAML 1.1 reads `1e-3` as a string
             return float(value)
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
