@@ -175,7 +175,11 @@ class Policy:
             attention = batch.attention_mask[index].to(self.device)
             with lora_batch.routing(model, names), torch.autocast(self.device.type, torch.bfloat16, self.autocast):
                 out = model(
-                    input_ids=ids, attention_mask=attention, logits_to_keep=span + 1, output_hidden_states=with_values
+                    input_ids=ids,
+                    attention_mask=attention,
+                    logits_to_keep=span + 1,
+                    output_hidden_states=with_values,
+                    use_cache=False,  # one pass over whole sequences: a KV cache would only cost memory
                 )
             targets = ids[:, width - span :]  # the token each kept position predicts
             lp = selective_log_softmax(out.logits[:, :-1], targets, self.temperature)
