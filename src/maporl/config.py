@@ -63,6 +63,13 @@ class GenerationConfig:
     temperature: float = opt(1.0, "sampling temperature (0: greedy)")
     max_new_tokens: int = opt(64, "maximum tokens generated per answer")
     batch_size: int = opt(256, "rows per generate call (all agents x problems of a turn are batched together)")
+    vllm_gpu_memory_utilization: float = opt(
+        0.3, "vllm: share of the GPU the engine reserves (weights + KV cache); the rest is the update's"
+    )
+    max_model_len: int = opt(0, "vllm: longest sequence (prompt + answer) the engine serves (0: the model's own)")
+    vllm_sleep: bool = opt(
+        False, "vllm: sleep after each rollout (weights to CPU memory, KV cache freed) and wake before the next"
+    )
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,11 @@ class Config:
             (self.generation.temperature >= 0, "generation.temperature must be >= 0 (0 means greedy)"),
             (self.generation.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1"),
             (self.generation.batch_size >= 1, "generation.batch_size must be >= 1"),
+            (
+                0 < self.generation.vllm_gpu_memory_utilization <= 1,
+                "generation.vllm_gpu_memory_utilization must be in (0, 1], e.g. 0.3",
+            ),
+            (self.generation.max_model_len >= 0, "generation.max_model_len must be >= 0 (0: the model's own)"),
             (self.eval.num_problems >= 1, "eval.num_problems must be >= 1"),
             (bool(self.run_name) and "/" not in self.run_name, "run_name must be a non-empty name without '/'"),
             (self.algo.lr > 0, "algo.lr must be > 0, e.g. algo.lr=1e-3"),

@@ -74,6 +74,9 @@ class RayGenerator:
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         return self._ray.get(self.actor.generate.remote(list(requests)))
 
+    def sleep(self) -> None:
+        """The actor keeps its own copy of the team: nothing of the learner's to free."""
+
     def sync(self, team) -> None:
         from peft import get_peft_model_state_dict
 

@@ -99,6 +99,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             with timed("generation"):
                 problems, rollouts = step_problems(cfg, task, step)
                 transcripts = discussion.run(rollouts, task, rollout_generator, cfg.discussion, cfg.seed, step)
+                rollout_generator.sleep()  # vLLM hands the GPU to the update; `sync` below wakes it
             with timed("scoring"):
                 labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
                 raw = labels if verifier is labeler else verifier.score(transcripts)  # (B, N, T) in [0, 1]

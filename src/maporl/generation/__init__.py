@@ -38,6 +38,10 @@ class Generator(Protocol):
         """One completion per request, in order. The same requests (and seeds) give the same completions."""
         ...
 
+    def sleep(self) -> None:
+        """After a rollout: release what generation holds on the device while the learner updates (vLLM)."""
+        ...
+
     def sync(self, team) -> None:
         """After an update: sample from the team's current adapters from now on (copies them where needed)."""
         ...
@@ -59,9 +63,10 @@ def end_of_turn_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
 
 
-def sampling_params(temperature: float, max_tokens: int, seed: int, stop_token_id: int):
-    """vLLM SamplingParams for one row (its own seed); a plain namespace when vLLM is absent (CPU tests)."""
-    kwargs = dict(temperature=temperature, max_tokens=max_tokens, seed=seed, stop_token_ids=[stop_token_id])
+def sampling_params(temperature: float, max_tokens: int, seed: int, stop_token_ids: list[int]):
+    """vLLM SamplingParams for one row (its own seed; the sampled token's log-probability returned); a plain
+    namespace when vLLM is absent (CPU tests)."""
+    kwargs = dict(temperature=temperature, max_tokens=max_tokens, seed=seed, stop_token_ids=stop_token_ids, logprobs=0)
     try:
         from vllm import SamplingParams
     except ImportError:

@@ -1,8 +1,17 @@
-"""`generation.backend=vllm` (GPU extra): one vLLM engine serves the base with one LoRA per agent.
+"""`generation.backend=vllm` (GPU extra): one vLLM engine serves the base with one LoRA per agent, beside training.
 
-After every update `sync(team)` writes each trained adapter to a fresh versioned directory and swaps in a new
-`LoRARequest` (a new id makes vLLM load the new weights). Rows keep their own sampling seed, as with the HF backend,
-so a discussion is reproducible on the same engine. vLLM is imported lazily: `import maporl` and CPU runs never
+- Memory: the engine reserves `generation.vllm_gpu_memory_utilization` of the GPU (vLLM's own default, 0.9, would
+  leave nothing for the update) for sequences of at most `generation.max_model_len` tokens. With
+  `generation.vllm_sleep` it sleeps after each rollout (level 1: weights to CPU memory, KV cache dropped) and wakes
+  before the next one, so the update has the GPU to itself. Level 2 (weights dropped) crashes with LoRA enabled.
+- Tokens: prompts go in as token ids (`encode_prompt`, as for HF generation: a text prompt would get a second BOS
+  from vLLM's tokenizer under Llama-style templates), and the engine's sampled ids and their log-probabilities
+  (`logprobs_mode=processed_logprobs`: after temperature, the distribution sampled from) come back for training.
+- Weights: after every update `sync(team)` wakes the engine if it sleeps, writes each trained adapter to a fresh
+  versioned directory and swaps in a new `LoRARequest` (a new id makes vLLM load the new weights; after waking that
+  reloads them too).
+
+Rows keep their own sampling seed, as with the HF backend. vLLM is imported lazily: `import maporl` and CPU runs never
 need it. `engine` may be injected (tests use a fake one on CPU).
 """
 
@@ -15,7 +24,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from maporl.errors import UsageError
-from maporl.generation import Completion, GenRequest, sampling_params
+from maporl.generation import Completion, GenRequest, encode_prompt, end_of_turn_ids, sampling_params
+
+
+def engine_settings(cfg, model_dir: Path) -> dict:
+    """Keyword arguments of vLLM's `LLM` for this run."""
+    g = cfg.generation
+    return {
+        "model": str(model_dir),
+        "enable_lora": True,
+        "max_loras": max(1, cfg.discussion.num_agents),
+        "max_lora_rank": cfg.algo.lora_rank,
+        "dtype": cfg.model.dtype,
+        "seed": cfg.seed,
+        "gpu_memory_utilization": g.vllm_gpu_memory_utilization,
+        "max_model_len": g.max_model_len or None,  # None: the model's own
+        "enable_sleep_mode": g.vllm_sleep,
+        "logprobs_mode": "processed_logprobs",
+    }
 
 
 class VLLMGenerator:
@@ -23,23 +49,19 @@ class VLLMGenerator:
         from maporl.models import resolve_model_dir
 
         self.cfg, self.team = cfg, team
-        self.tokenizer = next(iter(team.tokenizers.values()))
         if len(team.models) > 1:
             raise UsageError("generation.backend=vllm serves one base model; use discussion.adapters=per_agent")
+        (key,) = team.models
+        self.tokenizer = team.tokenizers[key]
+        self.end_ids = end_of_turn_ids(team.models[key], self.tokenizer)
         if engine is None:
             try:
                 from vllm import LLM
             except ImportError:
                 raise UsageError("generation.backend=vllm needs vLLM on a GPU: `pip install 'maporl[vllm]'`") from None
-            engine = LLM(
-                model=str(resolve_model_dir(cfg.model.name_or_path)),
-                enable_lora=True,
-                max_loras=max(1, cfg.discussion.num_agents),
-                max_lora_rank=cfg.algo.lora_rank,
-                dtype=cfg.model.dtype,
-                seed=cfg.seed,
-            )
+            engine = LLM(**engine_settings(cfg, resolve_model_dir(cfg.model.name_or_path)))
         self.engine = engine
+        self.asleep = False
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="maporl-vllm-"))
         self.version = 0
         self.lora: dict[str, object] = {}  # adapter name -> current LoRARequest
@@ -56,11 +78,24 @@ class VLLMGenerator:
             return SimpleNamespace(lora_name=name, lora_int_id=lora_id, lora_path=str(path))
         return LoRARequest(name, lora_id, str(path))
 
+    def sleep(self) -> None:
+        """After a rollout: hand the GPU to the update (weights to CPU memory, KV cache dropped)."""
+        if self.cfg.generation.vllm_sleep and not self.asleep:
+            self.engine.sleep(level=1)
+            self.asleep = True
+
+    def _wake(self) -> None:
+        if self.asleep:
+            self.engine.wake_up()
+            self.asleep = False
+
     def sync(self, team) -> None:
-        """Write every agent's adapter as a PEFT directory under a new version and point the engine at it."""
+        """Wake the engine, write every agent's adapter as a PEFT directory under a new version and point the engine
+        at it."""
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
+        self._wake()
         self.version += 1
         root = self.workdir / f"v{self.version:06d}"
         model = next(iter(team.models.values()))
@@ -80,15 +115,17 @@ class VLLMGenerator:
         shutil.rmtree(old, ignore_errors=True)  # keep the previous version while requests may still use it
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
-        prompts = [
-            self.tokenizer.apply_chat_template(list(r.messages), add_generation_prompt=True, tokenize=False)
-            for r in requests
-        ]
+        self._wake()
         g = self.cfg.generation
-        params = [
-            sampling_params(g.temperature, g.max_new_tokens, r.seed, self.tokenizer.eos_token_id) for r in requests
-        ]
+        prompts = [{"prompt_token_ids": encode_prompt(self.tokenizer, r.messages)} for r in requests]
+        params = [sampling_params(g.temperature, g.max_new_tokens, r.seed, self.end_ids) for r in requests]
         loras = [self.lora.get(self.team.slots[r.agent].adapter or "") for r in requests]
         outputs = self.engine.generate(prompts, params, lora_request=loras, use_tqdm=False)
-        self.tokens_generated += sum(len(o.outputs[0].token_ids) for o in outputs)
-        return [Completion(o.outputs[0].text, o.outputs[0].finish_reason == "length") for o in outputs]
+        completions = []
+        for o in outputs:
+            out = o.outputs[0]
+            ids = tuple(out.token_ids)  # the stop token included: vLLM appends it before checking for a stop
+            logprobs = tuple(step[t].logprob for step, t in zip(out.logprobs, ids, strict=True))
+            completions.append(Completion(out.text, out.finish_reason == "length", ids, logprobs))
+            self.tokens_generated += len(ids)
+        return completions
