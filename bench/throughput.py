@@ -60,7 +60,7 @@ def measure_rollout(agents: int, requests: int) -> dict:
     return {"tokens_per_s": gen.tokens_generated / (time.perf_counter() - start)}
 
 
-def measure_rss(agents: int, layout: str, model: str = "embedded") -> dict:
+def measure_rss(agents: int, layout: str, model: str = "embedded", *overrides: str) -> dict:
     """Peak RSS (MiB) of building the team and one co-training step (discussion + update), with the same number of
     answers per step whatever the number of agents (16 problems x 1 agent = 4 problems x 4 agents): the ratio is
     then what the extra agents cost, not a bigger batch's activations."""
@@ -74,6 +74,7 @@ def measure_rss(agents: int, layout: str, model: str = "embedded") -> dict:
         f"model.name_or_path={model}",
         "eval.num_problems=4",
         "train.checkpoint_every=0",
+        *overrides,
     )
     with tempfile.TemporaryDirectory() as d:
         trainer.train(cfg, Path(d), quiet=True)
