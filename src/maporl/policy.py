@@ -106,7 +106,6 @@ class Policy:
         activation_checkpointing: bool = False,
     ):
         self.team = team
-        self.num_agents = len(team.slots)
         self.temperature, self.autocast = temperature or 1.0, autocast
         self.device = next(iter(team.models.values())).device
         self.value_heads: nn.ModuleList | None = None

@@ -189,10 +189,11 @@ def metrics_table(m: dict) -> str:
     turns = range(m["num_turns"])
     head = "<tr><th></th>" + "".join(f"<th>turn {t}</th>" for t in turns) + "</tr>"
     body = "".join(
-        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{'' if v is None else f'{100 * v:.1f}%'}</td>" for v in vs)
-        for name, vs in table_rows(m)
+        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+        for name, cells in table_rows(m)
     )
-    return f"<table>{head}{body}</table><p class='meta'>{m['num_problems']} problems</p>"
+    note = "; behaviours: rate (opportunities), docs/metrics.md" if "behaviour" in m else ""
+    return f"<table>{head}{body}</table><p class='meta'>{m['num_problems']} problems{note}</p>"
 
 
 def markdown_to_html(text: str) -> str:

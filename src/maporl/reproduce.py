@@ -23,6 +23,7 @@ import time
 import typing
 from pathlib import Path
 
+from maporl.claims import claims_markdown, measure_claims
 from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
 
 SAME_PROBLEMS = "single_agent_rl_same_problems"
@@ -74,10 +75,19 @@ def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0)
     return result["checkpoint"], team_config(cfg, to_dict(train_cfg))  # a lone agent sits in every seat
 
 
-def summarize(per_seed: dict[str, list[dict]]) -> dict:
+def summarize(per_seed: list[dict]) -> dict:
     """Mean and std over seeds of every per-turn metric list (`any_correct_per_turn` only where every seed has it:
-    eval.json files written before it existed lack it)."""
-    out = {}
+    eval.json files written before it existed lack it), and per behaviour its opportunities summed over seeds and
+    its rate over them, per turn t >= 1 (where every seed has the behaviours)."""
+    out: dict = {}
+    if all("behaviour" in m for m in per_seed):
+        out["behaviour"] = {
+            name: {
+                key: [sum(c) for c in zip(*[m["behaviour"][name][key] for m in per_seed], strict=True)]
+                for key in ("count_per_turn", "events_per_turn")
+            }
+            for name in per_seed[0]["behaviour"]
+        }
     keys = ["acc_per_turn", "majority_per_turn", "wrong_to_right", "right_to_wrong"]
     if all("any_correct_per_turn" in m for m in per_seed):
         keys.append("any_correct_per_turn")
@@ -88,43 +98,27 @@ def summarize(per_seed: dict[str, list[dict]]) -> dict:
     return out
 
 
-def claims_markdown(results: dict) -> list[str]:
-    """The paper's four claims as measured differences (final-turn accuracy, points), each beside its target."""
-    m = results["methods"]
-    if not {"untrained", "single_agent_rl", "maporl"} <= m.keys():
+def behaviour_markdown(results: dict) -> list[str]:
+    """Per method, each behaviour's rate at turns 1..T-1 on the train task (seeds pooled), with its opportunities."""
+    methods = {
+        m: r["train_task"]["behaviour"] for m, r in results["methods"].items() if "behaviour" in r["train_task"]
+    }
+    if not methods:
         return []
-
-    # Differences are rounded to the 0.1 point the table shows, so a verdict never disagrees with its number.
-    def final(method: str, key: str = "train_task") -> float:
-        return 100 * m[method][key]["acc_mean"][-1]
-
-    def gain(method: str, key: str = "train_task") -> float:
-        return round(final(method, key) - 100 * m[method][key]["acc_mean"][0], 1)
-
-    def mark(ok: bool) -> str:
-        return "met" if ok else "missed"
-
-    over_untrained = round(final("maporl") - final("untrained"), 1)
-    over_single = round(final("maporl") - final("single_agent_rl"), 1)
-    transfer = round(final("maporl", "transfer_task") - final("untrained", "transfer_task"), 1)
-    kept = round(transfer / over_untrained, 4) if over_untrained > 0 else float("nan")
-    same = []
-    if SAME_PROBLEMS in m:
-        d = round(final("maporl") - final(SAME_PROBLEMS), 1)
-        same = [f"| (b) MAPoRL − single-agent RL on the same problems | {d:+.1f} | ≥ +8 | {mark(d >= 8)} |"]
-    return [
-        "### The claims, measured (final turn, points; train task unless marked)\n",
-        "| claim | measured | target | |",
-        "|---|---|---|---|",
-        f"| (a) untrained team: final − turn 0 | {gain('untrained'):+.1f} | ≤ +1 | {mark(gain('untrained') <= 1)} |",
-        f"| (b) MAPoRL − single-agent RL, same minutes | {over_single:+.1f} | ≥ +8 | {mark(over_single >= 8)} |",
-        *same,
-        f"| (c) MAPoRL − untrained | {over_untrained:+.1f} | ≥ +15 | {mark(over_untrained >= 15)} |",
-        f"| (c) MAPoRL: final − turn 0 | {gain('maporl'):+.1f} | ≥ +5 | {mark(gain('maporl') >= 5)} |",
-        f"| (d) transfer task: MAPoRL − untrained, share of (c) | {transfer:+.1f} ({100 * kept:.0f}%) | ≥ 50% | "
-        f"{mark(kept >= 0.5)} |",
-        "",
+    names = list(next(iter(methods.values())))
+    lines = [
+        "### Behaviours (train task; rate at turns 1, 2, … with its opportunities, pooled over seeds)\n",
+        "| method | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+        "|---" * (len(names) + 1) + "|",
     ]
+    for method, b in methods.items():
+        cells = []
+        for name in names:
+            turns = zip(b[name]["events_per_turn"], b[name]["count_per_turn"], strict=True)
+            cells.append(" / ".join(f"{100 * e / n:.0f}% ({n})" if n else "– (0)" for e, n in turns))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Definitions: docs/metrics.md (behaviours).", ""]
+    return lines
 
 
 def results_markdown(results: dict) -> str:
@@ -146,7 +140,8 @@ def results_markdown(results: dict) -> str:
                 f"{100 * w2r:.1f} | {100 * r2w:.1f} | {ceiling} |"
             )
         lines.append("")
-    lines += claims_markdown(results)
+    lines += claims_markdown(results.get("claims", []))
+    lines += behaviour_markdown(results)
     same = f" ({SAME_PROBLEMS}: as many steps as maporl)" if SAME_PROBLEMS in results["methods"] else ""
     if "seeds_done" in results:
         done = ", ".join(f"{m} {n}" for m, n in results["seeds_done"].items())
@@ -204,6 +199,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
             "eval_problems": base.eval.num_problems,
             "minutes": round(earlier_minutes + (time.time() - started) / 60, 1),
             "methods": {m: {k: summarize(v) for k, v in scores[m].items()} for m in ran},
+            "claims": measure_claims({m: scores[m] for m in ran}),
         }
         if partial:
             results["seeds_done"] = {m: len(scores[m]["train_task"]) for m in ran}

@@ -1,0 +1,107 @@
+"""The paper's four claims, measured by `maporl reproduce`: each a difference in points of final-turn accuracy (or a
+share, for transfer) with a 95% interval from a paired bootstrap over problems, pooled over seeds (`stats.py`).
+
+A claim is "established" only when its whole interval clears the target (the lower bound for "at least" targets, the
+upper bound for "at most"), "not established" otherwise: a point estimate that meets the target with an interval
+reaching below it is not evidence enough. Evaluations written before per-problem accuracies were kept give the point
+estimate from the means and no interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from maporl.stats import paired_difference, ratio_of_differences
+
+Evals = dict[str, dict[str, list[dict]]]  # method -> task key -> one eval.json dict per seed, in seed order
+SAME_PROBLEMS = "single_agent_rl_same_problems"
+
+
+def _problems(evals: list[dict], score: Callable[[list[float]], float]) -> list[list[float]] | None:
+    """Per seed, `score` (points) of every problem's per-turn accuracies; None when an evaluation lacks them."""
+    if not all("acc_per_problem_turn" in e for e in evals):
+        return None
+    return [[100 * score(row) for row in e["acc_per_problem_turn"]] for e in evals]
+
+
+def _gain(evals: list[dict]) -> tuple[float, list[list[float]] | None]:
+    """Final − turn 0 within one team: (mean over seeds of the means, per-problem differences)."""
+    mean = sum(100 * (e["acc_per_turn"][-1] - e["acc_per_turn"][0]) for e in evals) / len(evals)
+    return mean, _problems(evals, lambda row: row[-1] - row[0])
+
+
+def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]] | None]:
+    """Final turn of team a − team b, paired problem by problem within each seed (seeds both have, in order)."""
+    a, b = a[: len(b)], b[: len(a)]
+    mean = sum(100 * (x["acc_per_turn"][-1] - y["acc_per_turn"][-1]) for x, y in zip(a, b, strict=True)) / len(a)
+    if not all("acc_per_problem_turn" in e for e in a + b):
+        return mean, None
+    for x, y in zip(a, b, strict=True):
+        if x["problem_ids"] != y["problem_ids"]:
+            raise ValueError("paired differences need the same problems: evaluate both teams with the same eval.seed")
+    diffs = [
+        [100 * (p[-1] - q[-1]) for p, q in zip(x["acc_per_problem_turn"], y["acc_per_problem_turn"], strict=True)]
+        for x, y in zip(a, b, strict=True)
+    ]
+    return mean, diffs
+
+
+def _row(label: str, measured: tuple[float, list[list[float]] | None], op: str, target: float) -> dict:
+    mean, diffs = measured
+    low, high = (None, None) if diffs is None else paired_difference(diffs)[1:]
+    clears = low is not None and (low >= target if op == ">=" else high <= target)
+    sign = "≥" if op == ">=" else "≤"
+    return {"claim": label, "measured": mean, "low": low, "high": high, "target": f"{sign} {target:+g}",
+            "verdict": "established" if clears else "not established"}  # fmt: skip
+
+
+def measure_claims(evals: Evals) -> list[dict]:
+    """The claims rows (empty unless untrained, single_agent_rl and maporl were evaluated)."""
+    if not {"untrained", "single_agent_rl", "maporl"} <= evals.keys():
+        return []
+    train = {m: e["train_task"] for m, e in evals.items()}
+    rows = [
+        _row("(a) untrained team: final − turn 0", _gain(train["untrained"]), "<=", 1),
+        _row("(b) MAPoRL − single-agent RL, same minutes", _lead(train["maporl"], train["single_agent_rl"]), ">=", 8),
+    ]
+    if SAME_PROBLEMS in train:
+        label = "(b) MAPoRL − single-agent RL on the same problems"
+        rows.append(_row(label, _lead(train["maporl"], train[SAME_PROBLEMS]), ">=", 8))
+    over_untrained = _lead(train["maporl"], train["untrained"])
+    rows += [
+        _row("(c) MAPoRL − untrained", over_untrained, ">=", 15),
+        _row("(c) MAPoRL: final − turn 0", _gain(train["maporl"]), ">=", 5),
+    ]
+    transfer = _lead(evals["maporl"]["transfer_task"], evals["untrained"]["transfer_task"])
+    label = "(d) transfer task: MAPoRL − untrained, share of (c)"
+    share = {"claim": label, "transfer": transfer[0], "target": "≥ 50%"}
+    share["measured"] = transfer[0] / over_untrained[0] if over_untrained[0] > 0 else float("nan")
+    share["low"] = share["high"] = None
+    if transfer[1] is not None and over_untrained[1] is not None:
+        share["low"], share["high"] = ratio_of_differences(transfer[1], over_untrained[1])[1:]
+    share["verdict"] = "established" if share["low"] is not None and share["low"] >= 0.5 else "not established"
+    return [*rows, share]
+
+
+def claims_markdown(claims: list[dict]) -> list[str]:
+    if not claims:
+        return []
+    lines = [
+        "### The claims, measured (final turn, points, 95% paired bootstrap interval; train task unless marked)\n",
+        "| claim | measured | 95% interval | target | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for c in claims:
+        if "transfer" in c:  # a share of (c), shown as a percentage beside the transfer gain in points
+            measured = f"{c['transfer']:+.1f} ({100 * c['measured']:.1f}%)"
+            span = "–" if c["low"] is None else f"[{100 * c['low']:.1f}%, {100 * c['high']:.1f}%]"
+        else:
+            measured = f"{c['measured']:+.1f}"
+            span = "–" if c["low"] is None else f"[{c['low']:+.1f}, {c['high']:+.1f}]"
+        lines.append(f"| {c['claim']} | {measured} | {span} | {c['target']} | {c['verdict']} |")
+    lines += [
+        "",
+        "Established: the whole interval clears the target; – where an evaluation predates per-problem accuracies.",
+        "",
+    ]
+    return lines

@@ -1,0 +1,85 @@
+"""The claims table: paired intervals from per-problem accuracies, and "established" only when the whole interval
+clears the target (hand-built evaluations: 2 problems, 2 turns, one seed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from maporl.claims import claims_markdown, measure_claims
+
+
+def evaluation(*problems: list[float]) -> dict:
+    """One seed's eval.json from each problem's team accuracy per turn."""
+    turns = list(zip(*problems, strict=True))
+    return {
+        "acc_per_turn": [sum(t) / len(t) for t in turns],
+        "problem_ids": [f"p{k}" for k in range(len(problems))],
+        "acc_per_problem_turn": [list(p) for p in problems],
+    }
+
+
+def method(train, transfer) -> dict:
+    return {"train_task": [evaluation(*train)], "transfer_task": [evaluation(*transfer)]}
+
+
+FLAT = ([0.4, 0.4], [0.4, 0.4])
+
+
+def claims() -> list[dict]:
+    evals = {
+        "untrained": method(FLAT, FLAT),
+        # final turn 0.55, 0.62: MAPoRL leads by 5 and 8 points (mean 6.5, interval [5, 8])
+        "single_agent_rl": method(([0.5, 0.55], [0.6, 0.62]), FLAT),
+        # final 0.6, 0.7: +20 and +30 over untrained; over turns 0 and +20 (mean 10, interval [0, 20])
+        "maporl": method(([0.6, 0.6], [0.5, 0.7]), ([0.5, 0.525], [0.5, 0.525])),
+    }
+    return measure_claims(evals)
+
+
+def test_each_claim_its_interval_and_verdict():
+    a, b, lead, gain, d = claims()  # (a), (b) same minutes, (c) lead, (c) over turns, (d)
+    assert [r["claim"][:3] for r in (a, b, lead, gain, d)] == ["(a)", "(b)", "(c)", "(c)", "(d)"]
+
+    def numbers(row):
+        return pytest.approx((row["measured"], row["low"], row["high"]))
+
+    assert (0.0, 0.0, 0.0) == numbers(a) and a["verdict"] == "established"  # ≤ +1
+    assert (6.5, 5.0, 8.0) == numbers(b) and b["verdict"] == "not established"  # ≥ +8
+    assert (25.0, 20.0, 30.0) == numbers(lead) and lead["verdict"] == "established"  # ≥ +15
+    # The point estimate meets ≥ +5, but the interval reaches 0: not established.
+    assert (10.0, 0.0, 20.0) == numbers(gain) and gain["verdict"] == "not established"
+    # Transfer +12.5 over the (c) lead of 25: 50%. The lead resamples to 20, 25 or 30: the share to 62.5%, 50% or
+    # 41.7%, so the interval reaches below the 50% target.
+    assert (d["transfer"], d["measured"], d["low"], d["high"]) == pytest.approx((12.5, 0.5, 12.5 / 30, 12.5 / 20))
+    assert d["verdict"] == "not established"
+
+
+def test_markdown_rows():
+    table = "\n".join(claims_markdown(measure_claims({
+        "untrained": method(FLAT, FLAT),
+        "single_agent_rl": method(([0.5, 0.55], [0.6, 0.62]), FLAT),
+        "maporl": method(([0.6, 0.6], [0.5, 0.7]), ([0.5, 0.525], [0.5, 0.525])),
+    })))  # fmt: skip
+    assert "| (a) untrained team: final − turn 0 | +0.0 | [+0.0, +0.0] | ≤ +1 | established |" in table
+    assert "| (b) MAPoRL − single-agent RL, same minutes | +6.5 | [+5.0, +8.0] | ≥ +8 | not established |" in table
+    assert "| (d) transfer task: MAPoRL − untrained, share of (c) | +12.5 (50.0%) | [41.7%, 62.5%] | ≥ 50% |" in table
+    assert "same problems" not in table  # that baseline was not run
+
+
+def test_without_per_problem_accuracies_no_interval_and_never_established():
+    evals = {m: method(FLAT, FLAT) for m in ("untrained", "single_agent_rl", "maporl")}
+    for e in evals.values():
+        for runs in e.values():
+            for run in runs:
+                del run["acc_per_problem_turn"], run["problem_ids"]
+    rows = measure_claims(evals)
+    assert all(r["low"] is None and r["verdict"] == "not established" for r in rows)
+    assert "| – |" in "\n".join(claims_markdown(rows))
+
+
+def test_a_subset_of_methods_has_no_claims_and_other_problems_are_refused():
+    assert measure_claims({"untrained": method(FLAT, FLAT), "maporl": method(FLAT, FLAT)}) == []
+    evals = {m: method(FLAT, FLAT) for m in ("untrained", "single_agent_rl", "maporl")}
+    evals["maporl"]["train_task"][0]["problem_ids"] = ["x", "y"]
+    with pytest.raises(ValueError, match="same problems"):
+        measure_claims(evals)
