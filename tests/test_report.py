@@ -143,7 +143,10 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert yaml.safe_load((same / "config.yaml").read_text())["train"]["max_steps"] == maporl_steps
     table = (out / "results.md").read_text()
     assert all(f"| {m} |" in table for m in methods) and "arith_word" in table
-    assert "≥ 1 right (turn 0) |" in table and "| – |" not in table  # every fresh evaluation has the metric
+    assert "≥ 1 right (turn 0) |" in table
+    accuracy_rows = [line for line in table.splitlines() if line.startswith("| ") and "±" in line]  # method x task
+    assert len(accuracy_rows) == 12 and not any(line.endswith("| – |") for line in accuracy_rows)  # all have it
+    assert "### The claims" in table and "### Behaviours" in table and "self correction" in table
     page = (out / "report.html").read_text()
     assert "methods_train_task.png" in " ".join(p.name for p in (out / "plots").iterdir())
     assert "<table>" in page and "maporl_no_incentives" in page

@@ -42,3 +42,5 @@ def test_the_same_inputs_give_the_same_interval_and_bad_input_says_so():
     assert torch.equal(bootstrap_means([[1.0, 0.0, 2.0]], seed=3), bootstrap_means([[1.0, 0.0, 2.0]], seed=3))
     with pytest.raises(ValueError, match="no differences"):
         paired_difference([[], []])
+    with pytest.raises(ValueError, match="share of nothing"):
+        ratio_of_differences([[1.0]], [[1.0, -1.0]])

@@ -77,7 +77,7 @@ def measure_claims(evals: Evals) -> list[dict]:
     share = {"claim": label, "transfer": transfer[0], "target": "≥ 50%"}
     share["measured"] = transfer[0] / over_untrained[0] if over_untrained[0] > 0 else float("nan")
     share["low"] = share["high"] = None
-    if transfer[1] is not None and over_untrained[1] is not None:
+    if transfer[1] is not None and over_untrained[1] is not None and over_untrained[0] > 0:
         share["low"], share["high"] = ratio_of_differences(transfer[1], over_untrained[1])[1:]
     share["verdict"] = "established" if share["low"] is not None and share["low"] >= 0.5 else "not established"
     return [*rows, share]

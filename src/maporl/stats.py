@@ -64,5 +64,7 @@ def ratio_of_differences(
 ) -> tuple[float, float, float]:
     """(ratio, low, high) of two pooled mean differences measured on different problems (e.g. the share of a gain
     that carries over to another task), each resampled on its own."""
+    if pooled_mean(denominator) == 0:
+        raise ValueError("the denominator's mean difference is 0: a share of nothing has no interval")
     num, den = bootstrap_means(numerator, samples, seed), bootstrap_means(denominator, samples, seed + 1)
     return (pooled_mean(numerator) / pooled_mean(denominator), *interval(num / den, level))
