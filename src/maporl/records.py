@@ -90,7 +90,7 @@ class AgentSlot:
 
 @dataclass(frozen=True)
 class EpisodeBatch:
-    """Tokenised episodes, left-padded: the prompt an agent saw, then its answer and end-of-turn token."""
+    """Tokenised episodes, left-padded: the prompt an agent saw, then the tokens it sampled."""
 
     input_ids: torch.Tensor  # (E, L) long
     attention_mask: torch.Tensor  # (E, L) long
@@ -127,24 +127,15 @@ class TrainBatch:
     old_values: torch.Tensor | None  # (E, L-1) V_old (PPO)
     ref_logprobs: torch.Tensor | None  # (E, L-1) log π_ref (algo.kl_coef > 0)
 
+    def _targets(self) -> list[torch.Tensor | None]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)[1:]]
+
     def to(self, device) -> TrainBatch:
-        move = [None if x is None else x.to(device) for x in (self.advantages, self.returns, self.old_logprobs)]
-        move += [None if x is None else x.to(device) for x in (self.old_values, self.ref_logprobs)]
-        return TrainBatch(self.episodes.to(device), *move)
+        return TrainBatch(self.episodes.to(device), *(None if x is None else x.to(device) for x in self._targets()))
 
     def rows(self, index: torch.Tensor) -> TrainBatch:
         """A sub-batch: its episodes trimmed of all-padding columns, every (E, L-1) tensor cut to the same width."""
         episodes = self.episodes.rows(index)
-        width = episodes.answer_mask.shape[1]
-
-        def cut(x: torch.Tensor | None) -> torch.Tensor | None:  # right-aligned: the trimmed columns are leading
-            return None if x is None else x[index, x.shape[1] - width :]
-
-        return TrainBatch(
-            episodes,
-            cut(self.advantages),
-            cut(self.returns),
-            cut(self.old_logprobs),
-            cut(self.old_values),
-            cut(self.ref_logprobs),
-        )
+        width = episodes.answer_mask.shape[1]  # right-aligned: the trimmed columns are the leading ones
+        cut = [None if x is None else x[index, x.shape[1] - width :] for x in self._targets()]
+        return TrainBatch(episodes, *cut)
