@@ -118,10 +118,14 @@ def test_config_keys_lists_help(maporl):
 
 def test_base_build_tiny_budget_makes_a_loadable_model(maporl, tmp_path):
     out = tmp_path / "base"
-    r = maporl("base", "build", "--out", str(out), "--steps", "2", "--batch-size", "4", "--quiet")
+    flags = ["--steps", "3", "--batch-size", "4", "--probe-every", "2", "--probe-problems", "2", "--quiet"]
+    r = maporl("base", "build", "--out", str(out), *flags)
     assert r.returncode == 0, r.stderr
     info = json.loads((out / "build_info.json").read_text())
-    assert info["config"]["steps"] == 2 and info["config"]["seed"] == 0
+    assert info["config"]["steps"] == 3 and info["config"]["seed"] == 0
+    assert set(info["probes"]) == {"2", "3"}  # every k steps and the last
+    assert set(info["probes"]["2"]) == {"arith_chain", "arith_word", "arith_word_unseen"}
+    assert info["steps_taken"] in (2, 3) and "--probe-every 2" in info["command"]
     assert 1_000_000 < info["num_parameters"] < 3_000_000
     r = maporl(
         "discuss",

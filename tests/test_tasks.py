@@ -11,18 +11,19 @@ import pytest
 from maporl.errors import UsageError
 from maporl.records import Problem
 from maporl.tasks import BUILTIN, get_task, split_of
+from maporl.tasks import word_forms as wf
 from maporl.tasks.arithmetic import ArithmeticTask
 from maporl.tasks.base import problem_id
 from maporl.tasks.files import FileTask, load_problems
 
-FAMILIES = ("arith_chain", "arith_long", "arith_word")
+FAMILIES = ("arith_chain", "arith_long", "arith_word", "arith_word_unseen")
 SPLITS = ("train", "eval")
 
 _CHAIN_RE = re.compile(r"What is (\d+)\+(\d+)-(\d+)\?")
 _LONG_RE = re.compile(r"What is (\d+(?:[+-]\d+){3,4})\?")
-_WORD_RE = re.compile(
-    r"(\w+) has (\d+) (\w+), gets (\d+) more and gives away (\d+)\. How many (\w+) does (\w+) have now\?"
-)
+# Written here, not imported: the test computes answers from the text independently of the generator.
+_PLUS_RE = re.compile(r"(?:gets|finds|buys|wins|receives) (\d+) more")
+_MINUS_RE = re.compile(r"(?:gives away|loses|sells|eats|drops) (\d+)(?! more)")
 _STEP_RE = re.compile(r"(-?\d+)([+-])(\d+)=(-?\d+)\.")
 
 
@@ -39,11 +40,13 @@ def expected_value(family: str, question: str) -> int:
         tokens = re.findall(r"[+-]?\d+", m.group(1))
         assert len(tokens) in (4, 5), question
         return sum(int(t) for t in tokens)  # left-to-right + and - is the signed sum
-    m = _WORD_RE.fullmatch(question)
-    assert m, question
-    who, has, item, gets, gives, item2, who2 = m.groups()
-    assert (who, item) == (who2, item2), question
-    return int(has) + int(gets) - int(gives)
+    numbers = re.findall(r"\d+", question)
+    changes = sorted(
+        [(m.start(), int(m.group(1))) for m in _PLUS_RE.finditer(question)]
+        + [(m.start(), -int(m.group(1))) for m in _MINUS_RE.finditer(question)]
+    )
+    assert len(numbers) == 3 and len(changes) == 2, question
+    return int(numbers[0]) + sum(v for _, v in changes)
 
 
 # ---------------------------------------------------------------- arithmetic families
@@ -151,14 +154,41 @@ def test_long_family_has_four_and_five_terms():
     assert counts == {4, 5}
 
 
-def test_word_problem_solution_text():
-    task = get_task("arith_word")
-    p = task.sample(1, seed=5, split="train")[0]
-    m = _WORD_RE.fullmatch(p.question)
-    assert m
-    has, gets, gives = int(m.group(2)), int(m.group(4)), int(m.group(5))
-    mid = has + gets
-    assert p.solution == f"{has}+{gets}={mid}. {mid}-{gives}={mid - gives}. The answer is {mid - gives}."
+def test_word_problems_never_go_below_zero_and_use_every_sign_pattern():
+    for family in ("arith_word", "arith_word_unseen"):
+        patterns = set()
+        for p in get_task(family).sample(300, seed=4, split="train"):
+            steps = _STEP_RE.findall(p.solution)
+            assert all(int(result) >= 0 for *_, result in steps), p.question
+            patterns.add(tuple(sign for _, sign, _, _ in steps))
+        assert patterns == {("+", "-"), ("-", "+"), ("+", "+"), ("-", "-")}
+
+
+def test_unseen_forms_share_nothing_with_trained_forms_but_the_verbs():
+    trained = get_task("arith_word").sample(1000, seed=0, split="train")
+    unseen = get_task("arith_word_unseen").sample(1000, seed=0, split="eval")
+    assert set(wf.TRAINED_NAMES).isdisjoint(wf.UNSEEN_NAMES) and set(wf.TRAINED_ITEMS).isdisjoint(wf.UNSEEN_ITEMS)
+    assert len(wf.TRAINED_NAMES) >= 1000 and len(wf.TRAINED_ITEMS) >= 300
+    assert set(wf.TRAINED_COMBOS).isdisjoint(wf.UNSEEN_COMBOS)
+    assert len(wf.TRAINED_COMBOS) + len(wf.UNSEEN_COMBOS) == len(wf.OPENERS) * len(wf.CHANGES) * len(wf.QUESTIONS)
+    # No trained question holds an unseen name, item or sentence part (the parts' fixed words, before formatting).
+    unseen_words = {w.lower() for w in wf.UNSEEN_NAMES + wf.UNSEEN_ITEMS}
+    parts = [*wf.OPENERS, *wf.CHANGES, *wf.QUESTIONS, *wf.DISTRACTORS]
+    new = [*wf.OPENERS[-2:], *wf.CHANGES[-2:], *wf.QUESTIONS[-2:], *wf.DISTRACTORS[-2:]]
+    assert wf.NEW_PARTS == 2
+    # each new part's longest fixed piece, where it is not also a piece of a trained part
+    new_parts = [max(re.split(r"\{\w+\}", part), key=len) for part in new]
+    new_parts = [p for p in new_parts if not any(p in q for q in parts if q not in new)]
+    assert len(new_parts) == 8
+    for p in trained:
+        assert unseen_words.isdisjoint(re.findall(r"[a-z]+", p.question.lower())), p.question
+        assert not any(part in p.question for part in new_parts), p.question
+    # The unseen family uses only unseen names and items, and its sentences are all new combinations.
+    for p in unseen:
+        words = set(re.findall(r"[A-Za-z]+", p.question))
+        assert words & set(wf.UNSEEN_NAMES) and words & set(wf.UNSEEN_ITEMS), p.question
+        assert not words & set(wf.TRAINED_NAMES + wf.TRAINED_ITEMS), p.question
+    assert len({p.question.split(".")[0] for p in unseen}) > 100
 
 
 # ---------------------------------------------------------------- registry

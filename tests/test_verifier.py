@@ -210,7 +210,7 @@ def test_generative_verifier_learns_a_rule_and_scores(pipeline, tiny_model_dir):
     flags = [
         "--quiet",
         "--epochs",
-        "6",
+        "8",
         "--lr",
         "3e-3",
         "--batch-size",

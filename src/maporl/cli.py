@@ -80,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
     _common(d)
 
     e = sub.add_parser("eval", help="evaluate the team on held-out problems")
-    e.add_argument("--task", help="task name (task.name), e.g. arith_chain, arith_word, jsonl:PATH")
+    e.add_argument("--task", help="task name (task.name), e.g. arith_chain, arith_word_unseen, jsonl:PATH")
     e.add_argument("--problems", type=int, help="number of problems (eval.num_problems)")
     e.add_argument("--json", help="also write the metrics as JSON to this path")
     e.add_argument("--out", help="output directory (default: runs/<run_name>-eval-<time>)")
@@ -118,16 +118,18 @@ def parser() -> argparse.ArgumentParser:
     bsub = b.add_subparsers(dest="base_command", metavar="SUBCOMMAND")
     bb = bsub.add_parser("build", help="pre-train the tiny base (tokenizer + model + SFT) from scratch")
     bb.add_argument("--out", required=True, help="output directory (a Hugging Face model directory)")
-    bb.add_argument("--steps", type=int, help="SFT steps (default 800: the shipped base)")
+    bb.add_argument("--steps", type=int, help="SFT steps (default 1200; the probes pick the snapshot shipped)")
     bb.add_argument("--seed", type=int, help="seed (default 0)")
     bb.add_argument("--batch-size", type=int, help="examples per step (default 64)")
     bb.add_argument("--snapshot-every", type=int, help="also save the model every k steps under OUT/snapshots")
+    bb.add_argument("--probe-every", type=int, help="probe turn-0 accuracy every k steps (default 100; 0: never)")
+    bb.add_argument("--probe-problems", type=int, help="problems per family per probe (default 200)")
     bb.add_argument("--quiet", action="store_true", help="no progress bar")
 
     r = sub.add_parser("reproduce", help="the paper's comparison: baselines vs MAPoRL, one budget, results + report")
     r.add_argument("--budget-min", type=float, help="training minutes per trained method (reproduce.budget_min, 5)")
     r.add_argument("--task", help="training and evaluation task (task.name, default arith_chain)")
-    r.add_argument("--transfer-task", help="unseen task to evaluate on (reproduce.transfer_task, arith_word)")
+    r.add_argument("--transfer-task", help="unseen task to evaluate on (reproduce.transfer_task, arith_word_unseen)")
     r.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (reproduce.seeds, default 0)")
     r.add_argument("--methods", help="comma-separated subset of: " + ", ".join(get_args(ReproduceMethod)))
     r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
@@ -284,6 +286,8 @@ def cmd_base_build(args: argparse.Namespace) -> None:
         "seed": args.seed,
         "batch_size": args.batch_size,
         "snapshot_every": args.snapshot_every,
+        "probe_every": args.probe_every,
+        "probe_problems": args.probe_problems,
     }
     cfg = BuildConfig(**{k: v for k, v in given.items() if v is not None})
     for f in dataclasses.fields(cfg):

@@ -43,7 +43,8 @@ class ModelConfig:
 class TaskConfig:
     name: str = opt(
         "arith_chain",
-        "arith_chain | arith_long | arith_word | gsm_symbolic | gsm8k | anli | jsonl:PATH | gsm8k:PATH | anli:PATH",
+        "arith_chain | arith_long | arith_word | arith_word_unseen | gsm_symbolic | gsm8k | anli | jsonl:PATH | "
+        "gsm8k:PATH | anli:PATH",
     )
 
 
@@ -63,6 +64,11 @@ class GenerationConfig:
     temperature: float = opt(1.0, "sampling temperature (0: greedy)")
     max_new_tokens: int = opt(64, "maximum tokens generated per answer")
     batch_size: int = opt(256, "rows per generate call (all agents x problems of a turn are batched together)")
+    merge_adapters: str = opt(
+        "auto",
+        "hf: decode from a merged copy of the weights per adapter (the base model's speed) - always | never | auto "
+        "(merged while the copies take at most 64M parameters)",
+    )
     vllm_gpu_memory_utilization: float = opt(
         0.3, "vllm: share of the GPU the engine reserves (weights + KV cache); the rest is the update's"
     )
@@ -191,7 +197,9 @@ ReproduceMethod = Literal[
 @dataclass(frozen=True)
 class ReproduceConfig:
     budget_min: float = opt(5.0, "training minutes per trained method (maporl reproduce)")
-    transfer_task: str = opt("arith_word", "the unseen task every method is also evaluated on")
+    transfer_task: str = opt(
+        "arith_word_unseen", "the unseen task every method is also evaluated on (forms no training step saw)"
+    )
     seeds: tuple[int, ...] = opt((0,), "seeds; each method is trained and evaluated once per seed")
     methods: tuple[ReproduceMethod, ...] = opt((), "methods to run (empty: all, in the table's order)")
 
@@ -224,6 +232,10 @@ class Config:
             (self.generation.temperature >= 0, "generation.temperature must be >= 0 (0 means greedy)"),
             (self.generation.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1"),
             (self.generation.batch_size >= 1, "generation.batch_size must be >= 1"),
+            (
+                self.generation.merge_adapters in ("auto", "always", "never"),
+                "generation.merge_adapters must be auto, always or never",
+            ),
             (
                 0 < self.generation.vllm_gpu_memory_utilization <= 1,
                 "generation.vllm_gpu_memory_utilization must be in (0, 1], e.g. 0.3",

@@ -40,6 +40,13 @@ class _Bar:
             )
             self._last_print = time.time()
 
+    def note(self, line: str) -> None:
+        """A line that stays (above the bar on a TTY)."""
+        if self._rich is not None:
+            self._rich.console.print(line)
+        elif not self._quiet:
+            print(f"{self.description}: {line}", file=sys.stderr, flush=True)
+
 
 @contextmanager
 def progress(total: int, description: str, quiet: bool = False) -> Iterator[_Bar]:

@@ -1,12 +1,16 @@
 """`maporl base build`: train the embedded tiny base from scratch (tokenizer + Qwen2-architecture model, SFT).
 
-The shipped checkpoint is `maporl base build --out src/maporl/assets/base` (defaults below: 800 steps, seed 0);
-the exact command, seed and settings are written to `build_info.json` beside the weights.
+The shipped checkpoint is `maporl base build --out src/maporl/assets/base` (the defaults below). The learning rate
+decays (cosine) and every `probe_every` steps the model's turn-0 accuracy is probed on trained and unseen forms; the
+build saves the snapshot `probe.pick_snapshot` chooses. The exact command, settings, every probe and the choice are
+written to `build_info.json` beside the weights.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import platform
 import random
 import time
@@ -17,6 +21,7 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from maporl.base.data import sft_example
+from maporl.base.probe import BAND, PROBE_SEED, pick_snapshot, probe
 from maporl.base.tokenizer import train_tokenizer
 from maporl.tasks.arithmetic import ArithmeticTask
 from maporl.utils import progress
@@ -24,10 +29,13 @@ from maporl.utils import progress
 
 @dataclass(frozen=True)
 class BuildConfig:
-    steps: int = 800  # SFT steps (the shipped base); accuracy rises sharply between ~40k and ~50k examples
+    steps: int = 1200  # SFT steps; the shipped base is the snapshot the probes pick (step 800 of 1200)
     batch_size: int = 64
     lr: float = 1.5e-3
     warmup: int = 50
+    lr_final_ratio: float = 0.1  # cosine decay to lr * this at `steps`: a constant rate made snapshots swing widely
+    probe_every: int = 100  # probe turn-0 accuracy every k steps (0: never; then the last step is shipped)
+    probe_problems: int = 200  # problems per family per probe
     seed: int = 0
     vocab_size: int = 512
     hidden_size: int = 128
@@ -36,6 +44,9 @@ class BuildConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 512
     snapshot_every: int = 0  # also save the model every k steps under out/snapshots/ (0: never)
+
+
+_CLI_FIELDS = ("steps", "seed", "batch_size", "snapshot_every", "probe_every", "probe_problems")
 
 
 def model_config(cfg: BuildConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
@@ -87,9 +98,8 @@ def _save(path: Path, model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFas
 
 def _info(cfg: BuildConfig, out: Path, model: Qwen2ForCausalLM, steps: int, loss: float | None, start: float) -> dict:
     return {
-        "command": f"maporl base build --steps {cfg.steps} --seed {cfg.seed} --out {out}"
-        + (f" --snapshot-every {cfg.snapshot_every}" if cfg.snapshot_every else ""),
-        # The learning rate is constant after warm-up, so this equals `--steps {steps}` with the same seed.
+        "command": f"maporl base build --out {out} "
+        + " ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in _CLI_FIELDS),
         "steps_taken": steps,
         "config": asdict(cfg),
         "num_parameters": sum(p.numel() for p in model.parameters()),
@@ -121,11 +131,14 @@ def build_base(out: Path, cfg: BuildConfig, quiet: bool = False) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
 
     def lr_at(step: int) -> float:
-        # Warmup then constant: the model after k steps is the same whatever --steps is, so a snapshot of a longer
-        # run is exactly what `--steps k` rebuilds.
-        return cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        done = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * (cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * done)))
 
     loss_ema = None
+    probes: dict[int, dict[str, float]] = {}
+    states: dict[int, tuple[dict, float]] = {}
     with progress(cfg.steps, "base build", quiet=quiet) as bar:
         for step in range(cfg.steps):
             rows = [encode_example(tokenizer, *example(step * cfg.batch_size + k)) for k in range(cfg.batch_size)]
@@ -142,7 +155,21 @@ def build_base(out: Path, cfg: BuildConfig, quiet: bool = False) -> dict:
             if cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0 and step + 1 < cfg.steps:
                 snap = _info(cfg, out, model, step + 1, loss_ema, start)
                 _save(out / "snapshots" / f"step_{step + 1}", model, tokenizer, snap)
+            if cfg.probe_every and ((step + 1) % cfg.probe_every == 0 or step + 1 == cfg.steps):
+                probes[step + 1] = probe(model, tokenizer, cfg.probe_problems)
+                states[step + 1] = (copy.deepcopy(model.state_dict()), loss_ema)
+                bar.note(f"step {step + 1}: turn-0 accuracy {probes[step + 1]}")
 
-    info = _info(cfg, out, model, cfg.steps, loss_ema, start)
+    chosen = pick_snapshot(probes) if probes else cfg.steps
+    if chosen in states:
+        model.load_state_dict(states[chosen][0])
+        loss_ema = states[chosen][1]
+    info = _info(cfg, out, model, chosen, loss_ema, start)
+    if probes:
+        info["probes"] = {str(s): p for s, p in probes.items()}
+        info["chosen_by"] = (
+            f"best arith_word_unseen turn-0 accuracy among probes with arith_chain in {BAND} "
+            f"({cfg.probe_problems} problems a family, seed {PROBE_SEED})"
+        )
     _save(out, model, tokenizer, info)
     return info

@@ -15,7 +15,8 @@ from maporl.prompts import Messages, agent_label, discussion_prompt, first_turn_
 from maporl.records import Problem
 from maporl.tasks.arithmetic import ArithmeticTask
 
-FAMILY_WEIGHTS = {"arith_chain": 0.6, "arith_long": 0.2, "arith_word": 0.2}
+# Word problems get more weight than the single form they once had: many names, items and sentences to see through.
+FAMILY_WEIGHTS = {"arith_chain": 0.5, "arith_long": 0.2, "arith_word": 0.3}
 DISCUSSION_FRACTION = 0.5  # share of SFT examples in the discussion format
 # Naive behaviour at turns > 0: mostly re-solve or copy a random peer, rarely keep or follow the majority.
 BEHAVIOUR_WEIGHTS = {"resolve": 0.5, "copy": 0.3, "keep": 0.1, "majority": 0.1}

@@ -4,7 +4,7 @@ from maporl.errors import UsageError, did_you_mean
 from maporl.tasks.arithmetic import ArithmeticTask
 from maporl.tasks.base import Split, Task, extract_number_answer, normalize_number, split_of
 
-BUILTIN = ("arith_chain", "arith_long", "arith_word")
+BUILTIN = ("arith_chain", "arith_long", "arith_word", "arith_word_unseen")
 HUB_TASKS = ("gsm8k", "anli", "gsm_symbolic")
 FILE_KINDS = ("jsonl", "gsm8k", "anli")
 

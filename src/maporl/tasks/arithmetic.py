@@ -11,9 +11,7 @@ import random
 from maporl.errors import UsageError
 from maporl.records import Problem
 from maporl.tasks.base import Split, Task, problem_id, split_of
-
-_NAMES = ("Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Mia", "Omar")
-_ITEMS = ("apples", "coins", "books", "stamps", "shells", "cards", "pens", "marbles")
+from maporl.tasks.word_forms import word_problem
 
 
 def solve_chain(terms: list[int], signs: list[str]) -> tuple[int, str]:
@@ -41,14 +39,9 @@ class ArithmeticTask(Task):
             signs = [rng.choice("+-") for _ in range(k - 1)]
             expr = str(terms[0]) + "".join(f"{s}{t}" for s, t in zip(signs, terms[1:], strict=True))
             return f"What is {expr}?", terms, signs
+        if self.name in ("arith_word", "arith_word_unseen"):
+            return word_problem(rng, n, unseen=self.name == "arith_word_unseen")
         terms, signs = [rng.randint(1, n) for _ in range(3)], ["+", "-"]
-        if self.name == "arith_word":
-            who, item = rng.choice(_NAMES), rng.choice(_ITEMS)
-            q = (
-                f"{who} has {terms[0]} {item}, gets {terms[1]} more and gives away {terms[2]}. "
-                f"How many {item} does {who} have now?"
-            )
-            return q, terms, signs
         return f"What is {terms[0]}+{terms[1]}-{terms[2]}?", terms, signs
 
     def sample(self, n: int, seed: int, split: Split) -> list[Problem]:
