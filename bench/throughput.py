@@ -2,14 +2,17 @@
 
     python bench/throughput.py [--requests 192] [--steps 4] [--skip-trl]
 
-1. rollout tokens/s, 3 agents on a shared base (mixed-adapter batches) / 1 agent, same total batch (target >= 0.8);
+1. rollout tokens/s, 3 agents on a shared base (mixed-adapter batches) / 1 agent, same total batch (target >= 0.95);
+   and decoded tokens/s of a 3-agent mixed-adapter batch / the base model's own `generate` with no adapters, same
+   prompts, batch and length (`decode_ratio_vs_base`, target >= 0.9: the limit for an adapter decoder);
 2. peak RSS of one co-training step with the same answers per step: 4 agents on a shared base / 1 agent (target
    <= 1.25), and 4 separate model copies / 1 agent for contrast (`--model DIR` for a bigger base than the tiny one);
 3. single-agent GRPO samples/s: maporl / TRL GRPOTrainer, same tiny model, batch and generation length
    (target >= 1.5);
-4. time split per phase (generation / scoring / update) of the default config (`maporl train --max-steps 3`).
-Last line: one JSON object with rollout_ratio_3v1, rss_ratio_4v1, rss_ratio_4copies_v1,
-grpo_samples_per_s_ratio_vs_trl.
+4. time split per phase (generation / scoring / update) of the default config (`maporl train --max-steps 3`), and
+   update_ratio_vs_generation (its update time / generation time).
+Last line: one JSON object with rollout_ratio_3v1, decode_ratio_vs_base, rss_ratio_4v1, rss_ratio_4copies_v1,
+grpo_samples_per_s_ratio_vs_trl, update_ratio_vs_generation.
 """
 
 from __future__ import annotations
@@ -58,6 +61,59 @@ def measure_rollout(agents: int, requests: int) -> dict:
     for _ in range(3):
         gen.generate(reqs)
     return {"tokens_per_s": gen.tokens_generated / (time.perf_counter() - start)}
+
+
+def measure_decode(kind: str, agents: int, requests: int, new_tokens: int) -> dict:
+    """Decoded tokens/s at a fixed length (no row stops early, so both sides decode the same rows x steps):
+    maporl's generator over a mixed-adapter batch of `agents` agents, or the base model's own `generate` with
+    no adapters ("base": plain transformers, greedy), same prompts and batch."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    import maporl.generation.hf as hf
+    from maporl.generation import GenRequest, encode_prompt
+    from maporl.models import EMBEDDED_DIR
+    from maporl.team import build_team, hf_generator
+
+    cfg = tiny_cfg(f"discussion.num_agents={agents}", f"generation.batch_size={requests}",
+                   f"generation.max_new_tokens={new_tokens}")  # fmt: skip
+    reqs = [
+        GenRequest(({"role": "user", "content": PROMPTS[k % len(PROMPTS)]},), agent=k % agents, seed=k)
+        for k in range(requests)
+    ]
+    if kind == "base":
+        model = AutoModelForCausalLM.from_pretrained(EMBEDDED_DIR).eval()
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(EMBEDDED_DIR)
+        prompts = [encode_prompt(tok, r.messages) for r in reqs]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        config = GenerationConfig(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                  eos_token_id=None, pad_token_id=tok.pad_token_id)  # fmt: skip
+
+        def run() -> None:
+            with torch.no_grad():
+                model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+    else:
+        team = build_team(cfg, with_adapters=True)
+        with torch.no_grad():  # trained-looking adapters: non-zero B, so every LoRA layer really applies
+            for m in team.models.values():
+                for name, p in m.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.02)
+        hf.end_of_turn_ids = lambda model, tokenizer: [10**9]  # no row ends early
+        gen = hf_generator(cfg, team)
+
+        def run() -> None:
+            gen.generate(reqs)
+
+    run()  # warm-up
+    start = time.perf_counter()
+    for _ in range(3):
+        run()
+    return {"tokens_per_s": 3 * requests * new_tokens / (time.perf_counter() - start)}
 
 
 def measure_rss(agents: int, layout: str, model: str = "embedded", *overrides: str) -> dict:
@@ -177,6 +233,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("--_"):
         kind, *rest = sys.argv[1:]
         fn = {"--_rollout": measure_rollout, "--_rss": measure_rss, "--_maporl": measure_maporl_grpo}
+        fn |= {"--_decode": measure_decode}
         fn |= {"--_trl": measure_trl_grpo, "--_phases": measure_phases}
         typed = [int(x) if x.isdigit() else x for x in rest]
         print(json.dumps(fn[kind](*typed)))
@@ -190,6 +247,7 @@ def main() -> None:
     started = time.time()
     r1 = child("--_rollout", "1", str(args.requests))
     r3 = child("--_rollout", "3", str(args.requests))
+    decode = {kind: child("--_decode", kind, "3", str(args.requests), "48") for kind in ("maporl", "base")}
     m1, m4 = child("--_rss", "1", "per_agent", args.rss_model), child("--_rss", "4", "per_agent", args.rss_model)
     m4copies = child("--_rss", "4", "separate", args.rss_model)
     batch, gens = 32, 4
@@ -200,6 +258,9 @@ def main() -> None:
         "rollout_tokens_per_s_1_agent": round(r1["tokens_per_s"], 1),
         "rollout_tokens_per_s_3_agents": round(r3["tokens_per_s"], 1),
         "rollout_ratio_3v1": round(r3["tokens_per_s"] / r1["tokens_per_s"], 3),
+        "decode_tokens_per_s_3_agents": round(decode["maporl"]["tokens_per_s"], 1),
+        "decode_tokens_per_s_base": round(decode["base"]["tokens_per_s"], 1),
+        "decode_ratio_vs_base": round(decode["maporl"]["tokens_per_s"] / decode["base"]["tokens_per_s"], 3),
         "rss_mib_1_agent": round(m1["rss_mib"]),
         "rss_mib_4_agents_shared_base": round(m4["rss_mib"]),
         "rss_mib_4_copies": round(m4copies["rss_mib"]),
@@ -209,10 +270,12 @@ def main() -> None:
         "grpo_samples_per_s_trl": round(trl["samples_per_s"], 2) if trl else None,
         "grpo_samples_per_s_ratio_vs_trl": round(ours["samples_per_s"] / trl["samples_per_s"], 3) if trl else None,
         "phase_seconds_default_config": {k: round(v, 3) for k, v in phases.items()},
+        "update_ratio_vs_generation": round(phases["update"] / phases["generation"], 3),
         "minutes": round((time.time() - started) / 60, 1),
     }
     rows = [
-        ("rollout tokens/s, 3 agents / 1 agent (>= 0.8)", result["rollout_ratio_3v1"]),
+        ("rollout tokens/s, 3 agents / 1 agent (>= 0.95)", result["rollout_ratio_3v1"]),
+        ("decode tokens/s, 3-agent mixed batch / base alone (>= 0.9)", result["decode_ratio_vs_base"]),
         ("peak RSS, 4 agents shared base / 1 agent (<= 1.25)", result["rss_ratio_4v1"]),
         ("peak RSS, 4 model copies / 1 agent", result["rss_ratio_4copies_v1"]),
         ("GRPO samples/s, maporl / TRL (>= 1.5)", result["grpo_samples_per_s_ratio_vs_trl"]),
@@ -220,6 +283,7 @@ def main() -> None:
     for name, value in rows:
         print(f"{name:<56} {value}")
     print("phase seconds (default config):", result["phase_seconds_default_config"])
+    print("update / generation time (default config):", result["update_ratio_vs_generation"])
     print(json.dumps(result))
 
 

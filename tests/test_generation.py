@@ -6,6 +6,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from maporl import lora_batch
 from maporl.generation import GenRequest
 from maporl.generation.hf import HFGenerator
 from maporl.models import load_base, load_tokenizer
@@ -64,21 +65,46 @@ def two_adapter_model(tiny_model_dir):
     return peft_model, tok
 
 
-def test_two_adapters_generate_in_one_batch(two_adapter_model):
+@pytest.mark.parametrize("merge", ["never", "always"])
+def test_two_adapters_generate_in_one_batch(two_adapter_model, merge):
     model, tok = two_adapter_model
     slots = [AgentSlot("m", "agent0"), AgentSlot("m", "agent1"), AgentSlot("m", None)]
-    gen = HFGenerator({"m": model}, {"m": tok}, slots, temperature=0.0, max_new_tokens=10, batch_size=64)
+    gen = HFGenerator({"m": model}, {"m": tok}, slots, temperature=0.0, max_new_tokens=10, merge_adapters=merge)
     calls = []
     original = model.generate
-    model.generate = lambda **kw: calls.append(kw["adapter_names"]) or original(**kw)
+
+    def spy(**kw):
+        merged = [m.spans for m in model.modules() if isinstance(m, lora_batch.MergedLinear)]
+        calls.append(kw.get("adapter_names") or [name for start, end, name in merged[0] for _ in range(start, end)])
+        assert len(merged) == (0 if merge == "never" else 7 * 2)  # every LoRA layer of the 2-layer model
+        return original(**kw)
+
+    model.generate = spy
     mixed = gen.generate(_requests(6, [0, 1, 2]))
     # One generate call, one adapter per row, rows grouped by adapter (the sliced mixed forward)
     assert calls == [["__base__"] * 2 + ["agent0"] * 2 + ["agent1"] * 2]
     # Each row matches generating it alone with its adapter active: the adapters really are applied per row.
     alone = [gen.generate([r])[0] for r in _requests(6, [0, 1, 2])]
-    assert mixed == alone
+    assert [c.text for c in mixed] == [c.text for c in alone]
     same_prompt = [GenRequest(first_turn_prompt("What is 3+4-5?"), agent, 7) for agent in (0, 1, 2)]
     assert len(set(gen.generate(same_prompt))) == 3  # agent0, agent1 and the base say different things
+    assert not any(isinstance(m, lora_batch.MergedLinear) for m in model.modules())  # the LoRA layers are back
+
+
+def test_merged_decoding_samples_what_the_adapters_sample(two_adapter_model):
+    """Merged weights (W + s·B·A) change only float rounding: the same tokens, log-probs within 1e-4."""
+    model, tok = two_adapter_model
+    lora_batch.install(model)
+    slots = [AgentSlot("m", "agent0"), AgentSlot("m", "agent1"), AgentSlot("m", None)]
+    reqs = _requests(12, [0, 1, 2])
+    out = {
+        merge: HFGenerator({"m": model}, {"m": tok}, slots, max_new_tokens=12, merge_adapters=merge).generate(reqs)
+        for merge in ("never", "always")
+    }
+    assert [c.token_ids for c in out["always"]] == [c.token_ids for c in out["never"]]
+    pairs = zip(out["always"], out["never"], strict=True)
+    diff = max(abs(a - b) for x, y in pairs for a, b in zip(x.logprobs, y.logprobs, strict=True))
+    assert 0 < diff < 1e-4  # merged really ran (rounding differs), and sampled the same distribution
 
 
 @pytest.mark.parametrize(
@@ -153,3 +179,18 @@ def test_tensor_hash_matches_the_python_hash_bit_for_bit():
     got = _mix32_tensor(torch.tensor([_as_int32(v) for v in values], dtype=torch.int32)).tolist()
     assert got == [_as_int32(_mix32(v)) for v in values]
     assert len(set(_mix32(v) for v in range(100_000))) == 100_000  # bijective on a range
+
+
+def test_row_keys_are_the_python_hash_of_seed_and_step():
+    """The keys computed on tensors are the documented hash, so a seed samples what it sampled before."""
+    from maporl.generation.hf import _M32, SeededGumbelSampler, _as_int32, _mix32
+
+    seeds = [0, 7, 2**32 + 5, 2**62 + 12345, -3]
+    sampler = SeededGumbelSampler(seeds, 1.0)
+    for step in (0, 1, 63, 10_000):
+        sampler.step = step
+        k1, k2 = sampler._keys("cpu")
+        for row, s in enumerate(s % 2**63 for s in seeds):
+            a = _mix32((s & _M32) ^ _mix32((s >> 32) ^ _mix32(step)))
+            assert k1[row, 0].item() == _as_int32(a)
+            assert k2[row, 0].item() == _as_int32(_mix32(a ^ _mix32((step + 0x9E3779B9) & _M32)))

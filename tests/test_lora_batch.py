@@ -71,3 +71,38 @@ def test_install_is_idempotent_and_per_instance(tiny_model_dir):
     patched = [m for m in fast.modules() if hasattr(m, lora_batch._PEFT_MIXED)]
     assert len(patched) == layers
     assert not any(hasattr(m, lora_batch._PEFT_MIXED) for m in plain.modules())
+
+
+def test_merged_layers_compute_the_mixed_forward(tiny_model_dir):
+    """Inference from merged weights equals peft's mixed forward for every layout it serves, and the LoRA layers
+    are back afterwards (also after an error inside)."""
+    model = _team(tiny_model_dir, fast=True)
+    for names in (
+        ["a0", "a0", "a1", "a1", "__base__", "__base__"],  # equal runs: one batched matmul
+        ["a0", "a1", "a1", "a1", "__base__", "__base__"],  # unequal runs
+        ["a1"] * 6,  # one adapter
+    ):
+        ref, _ = _forward_backward(model, names)
+        with torch.no_grad(), lora_batch.merged(model, names):
+            assert not any(type(m).__name__ == "Linear" and hasattr(m, "lora_A") for m in model.modules())
+            torch.manual_seed(2)
+            ids = torch.randint(5, 300, (len(names), 9))
+            attn = torch.ones_like(ids)
+            attn[1, :3] = 0
+            logits = model(input_ids=ids, attention_mask=attn).logits
+        torch.testing.assert_close(logits, ref, rtol=1e-4, atol=1e-5)
+        model.zero_grad(set_to_none=True)
+    layers = sum(1 for m in model.modules() if hasattr(m, lora_batch._PEFT_MIXED))
+    try:
+        with lora_batch.merged(model, ["a0"] * 6):
+            raise RuntimeError("inside")
+    except RuntimeError:
+        pass
+    assert sum(1 for m in model.modules() if hasattr(m, lora_batch._PEFT_MIXED)) == layers
+    assert not any(isinstance(m, lora_batch.MergedLinear) for m in model.modules())
+
+
+def test_merged_size_counts_one_weight_copy_per_adapter(tiny_model_dir):
+    model = _team(tiny_model_dir, fast=True)
+    linear = sum(m.base_layer.weight.numel() for m in model.modules() if hasattr(m, lora_batch._PEFT_MIXED))
+    assert lora_batch.merged_size(model, 3) == 3 * linear > 0

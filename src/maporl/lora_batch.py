@@ -86,6 +86,63 @@ class Routing:
 _ROUTING = "_maporl_routing"
 
 
+class MergedLinear(torch.nn.Module):
+    """A LoRA layer for inference with each adapter merged into its own copy of the weight (W + s·B·A), for a batch
+    whose rows come in fixed runs of adapters: each run is then one plain matmul, what the base layer alone costs,
+    and no peft code runs. Equal runs go through one batched matmul."""
+
+    def __init__(self, layer: LoraLinear, spans: tuple[tuple[int, int, str], ...]):
+        super().__init__()
+        base = layer.base_layer
+        weights = []
+        for *_, name in spans:
+            w = base.weight
+            if name in layer.lora_A.keys():
+                a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
+                w = w + (b @ a * layer.scaling[name]).to(w.dtype)
+            weights.append(w)
+        self.spans, self.bias = spans, base.bias
+        self.stacked = torch.stack(weights)  # (runs, out, in)
+        self.equal = len({end - start for start, end, _ in spans}) == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.spans) == 1:
+            return torch.nn.functional.linear(x, self.stacked[0], self.bias)
+        if self.equal:  # one batched matmul over (run, rows of the run)
+            out = torch.bmm(x.reshape(len(self.spans), -1, x.shape[-1]), self.stacked.transpose(1, 2))
+            out = out.reshape(*x.shape[:-1], -1)
+            return out if self.bias is None else out + self.bias
+        parts = [torch.nn.functional.linear(x[start:end], w, self.bias) for (start, end, _), w in zip(
+            self.spans, self.stacked, strict=True)]  # fmt: skip
+        return torch.cat(parts)
+
+
+def merged_size(model: torch.nn.Module, adapters: int) -> int:
+    """Parameters the merged copies of `adapters` adapters would take in `model`'s LoRA layers."""
+    return adapters * sum(m.base_layer.weight.numel() for m in model.modules() if type(m) is LoraLinear)
+
+
+@contextmanager
+def merged(model: torch.nn.Module, adapter_names: Sequence[str]) -> Iterator[None]:
+    """While open, `model` runs with every LoRA layer replaced by a `MergedLinear` for rows whose adapters are
+    `adapter_names` ("__base__": none); its rows must come in runs of one adapter (a forward of another batch size
+    fails). Inference only: no gradient reaches the adapters. The layers are put back on exit."""
+    spans = runs(tuple(adapter_names))
+    swapped = []
+    with torch.no_grad():
+        for name, module in list(model.named_modules()):
+            if type(module) is LoraLinear:
+                parent_name, _, child = name.rpartition(".")
+                parent = model.get_submodule(parent_name)
+                swapped.append((parent, child, module))
+                setattr(parent, child, MergedLinear(module, spans))
+    try:
+        yield
+    finally:
+        for parent, child, module in swapped:
+            setattr(parent, child, module)
+
+
 def install(model: torch.nn.Module) -> int:
     """Give every LoRA layer of `model` the sliced mixed-batch forward (per instance: peft itself is untouched), and
     the `routing` hook. Returns the number of layers patched."""

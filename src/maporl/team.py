@@ -116,7 +116,9 @@ def _heterogeneous(cfg: Config, with_adapters: bool) -> Team:
 
 def hf_generator(cfg: Config, team: Team) -> Generator:
     g = cfg.generation
-    return HFGenerator(team.models, team.tokenizers, team.slots, g.temperature, g.max_new_tokens, g.batch_size)
+    return HFGenerator(
+        team.models, team.tokenizers, team.slots, g.temperature, g.max_new_tokens, g.batch_size, g.merge_adapters
+    )
 
 
 def vllm_generator(cfg: Config, team: Team) -> Generator:

@@ -6,6 +6,7 @@ exact sample from softmax(logits / T), so a row's text does not depend on which 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -18,10 +19,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from maporl import lora_batch
 from maporl.generation import Completion, GenRequest, encode_prompt, end_of_turn_ids
 from maporl.records import AgentSlot
 
 _M32 = 0xFFFFFFFF
+# merge_adapters=auto merges while the per-adapter weight copies take at most this many parameters (256 MB in fp32):
+# the embedded base's 3 agents take 4M; a 135M model's would take 300M, where the base matmuls dominate anyway.
+MERGE_AUTO_MAX = 64_000_000
 
 
 def _mix32(x: int) -> int:
@@ -58,15 +63,17 @@ class SeededGumbelSampler(LogitsProcessor):
         self.seeds = [s % 2**63 for s in seeds]
         self.step = 0
         self.picked_logprobs: list[torch.Tensor] = []  # one (B,) tensor per decoding step
+        self._seed_halves: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _keys(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        k1, k2 = [], []
-        for s in self.seeds:
-            a = _mix32((s & _M32) ^ _mix32((s >> 32) ^ _mix32(self.step)))
-            k1.append(a)
-            k2.append(_mix32(a ^ _mix32((self.step + 0x9E3779B9) & _M32)))
-        as_col = lambda k: torch.tensor([_as_int32(v) for v in k], dtype=torch.int32, device=device)[:, None]  # noqa: E731
-        return as_col(k1), as_col(k2)
+        """The two per-row hash keys of this step, (B, 1) int32 each: `_mix32` of the seed halves and the step,
+        computed on tensors (a Python loop over rows cost as much as the model on the tiny base)."""
+        if self._seed_halves is None or self._seed_halves[0].device != torch.device(device):
+            halves = ([_as_int32(s & _M32) for s in self.seeds], [_as_int32(s >> 32) for s in self.seeds])
+            self._seed_halves = tuple(torch.tensor(h, dtype=torch.int32, device=device)[:, None] for h in halves)
+        low, high = self._seed_halves
+        k1 = _mix32_tensor(low ^ _mix32_tensor(high ^ _as_int32(_mix32(self.step))))
+        return k1, _mix32_tensor(k1 ^ _as_int32(_mix32((self.step + 0x9E3779B9) & _M32)))
 
     def noise(self, vocab: int, device) -> torch.Tensor:
         """Gumbel(0, 1) noise (B, vocab) for the current step, float32 (24-bit uniforms: the largest value is 17.3)."""
@@ -100,8 +107,10 @@ class HFGenerator:
         temperature: float = 1.0,
         max_new_tokens: int = 64,
         batch_size: int = 64,
+        merge_adapters: str = "auto",
     ):
         self.models, self.tokenizers, self.slots = models, tokenizers, list(slots)
+        self.merge_adapters = merge_adapters
         self.temperature, self.max_new_tokens, self.batch_size = temperature, max_new_tokens, batch_size
         self.tokens_generated = 0  # for throughput reports (tokens up to and including each row's end of turn)
 
@@ -126,6 +135,12 @@ class HFGenerator:
                     out[i] = text
         return [t for t in out if t is not None]
 
+    def _merge(self, model: PeftModel, names: list[str]) -> bool:
+        """Decode from merged weights? Only where the rows come in runs of one adapter (the caller sorts them so)."""
+        if self.merge_adapters == "never" or len(lora_batch.runs(tuple(names))) > len(set(names)):
+            return False
+        return self.merge_adapters == "always" or lora_batch.merged_size(model, len(set(names))) <= MERGE_AUTO_MAX
+
     @torch.no_grad()
     def _generate(self, key: str, requests: list[GenRequest]) -> list[Completion]:
         model, tokenizer = self.models[key], self.tokenizers[key]
@@ -133,10 +148,13 @@ class HFGenerator:
         width, pad = max(map(len, prompts)), tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=model.device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=model.device)
-        kwargs = {}
+        merge, kwargs = contextlib.nullcontext(), {}
         if isinstance(model, PeftModel):
-            # peft mixed-adapter batch: one adapter name per row; the model must be in eval mode for this.
-            kwargs["adapter_names"] = [self.slots[r.agent].adapter or "__base__" for r in requests]
+            names = [self.slots[r.agent].adapter or "__base__" for r in requests]
+            if self._merge(model, names):
+                merge = lora_batch.merged(model, names)
+            else:  # peft mixed-adapter batch: one adapter name per row; the model must be in eval mode for this.
+                kwargs["adapter_names"] = names
         eos = end_of_turn_ids(model, tokenizer)
         # Our sampler is the only logits processor: the model's own generation config (a repetition penalty, top-k)
         # would change the distribution the tokens come from, and the update would train on another one.
@@ -144,13 +162,14 @@ class HFGenerator:
             do_sample=False, max_new_tokens=self.max_new_tokens, eos_token_id=eos, pad_token_id=pad
         )
         sampler = SeededGumbelSampler([r.seed for r in requests], self.temperature)
-        generated = model.generate(
-            input_ids=ids,
-            attention_mask=attention,
-            generation_config=config,
-            logits_processor=LogitsProcessorList([sampler]),
-            **kwargs,
-        )
+        with merge:
+            generated = model.generate(
+                input_ids=ids,
+                attention_mask=attention,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([sampler]),
+                **kwargs,
+            )
         new_tokens, logprobs = generated[:, width:].tolist(), sampler.logprobs().tolist()
         out = []
         for row, lps in zip(new_tokens, logprobs, strict=True):
