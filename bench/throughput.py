@@ -1,6 +1,6 @@
 """Throughput and memory of maporl, measured side by side in one run on this machine (each case in a fresh process).
 
-    python bench/throughput.py [--requests 192] [--steps 4] [--skip-trl]
+    python bench/throughput.py [--requests 192] [--steps 4] [--skip-trl] [--set generation.merge_adapters=never]
 
 1. rollout tokens/s, 3 agents on a shared base (mixed-adapter batches) / 1 agent, same total batch (target >= 0.95);
    and decoded tokens/s of a 3-agent mixed-adapter batch / the base model's own `generate` with no adapters, same
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -41,7 +42,8 @@ def child(*args: str) -> dict:
 def tiny_cfg(*overrides: str):
     from maporl.config import load_config
 
-    return load_config(None, ["generation.max_new_tokens=64", "generation.temperature=1.0", *overrides])
+    extra = os.environ.get("MAPORL_BENCH_OVERRIDES", "").split()  # --set: for every maporl case, e.g. A/B runs
+    return load_config(None, ["generation.max_new_tokens=64", "generation.temperature=1.0", *overrides, *extra])
 
 
 def measure_rollout(agents: int, requests: int) -> dict:
@@ -243,7 +245,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--rss-model", default="embedded", help="model directory for the memory ratios")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every maporl case")
     args = ap.parse_args()
+    os.environ["MAPORL_BENCH_OVERRIDES"] = " ".join(args.set)
     started = time.time()
     r1 = child("--_rollout", "1", str(args.requests))
     r3 = child("--_rollout", "3", str(args.requests))
@@ -272,6 +276,7 @@ def main() -> None:
         "phase_seconds_default_config": {k: round(v, 3) for k, v in phases.items()},
         "update_ratio_vs_generation": round(phases["update"] / phases["generation"], 3),
         "minutes": round((time.time() - started) / 60, 1),
+        "overrides": args.set,
     }
     rows = [
         ("rollout tokens/s, 3 agents / 1 agent (>= 0.95)", result["rollout_ratio_3v1"]),
