@@ -1,6 +1,6 @@
 """Throughput and memory of maporl, measured side by side in one run on this machine (each case in a fresh process).
 
-    python bench/throughput.py [--requests 192] [--steps 4] [--skip-trl] [--set generation.merge_adapters=never]
+    python bench/throughput.py [--requests 192] [--steps 8] [--skip-trl] [--set generation.merge_adapters=never]
 
 1. rollout tokens/s, 3 agents on a shared base (mixed-adapter batches) / 1 agent, same total batch (target >= 0.95);
    and decoded tokens/s of a 3-agent mixed-adapter batch / the base model's own `generate` with no adapters, same
@@ -242,16 +242,23 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=192)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--rss-model", default="embedded", help="model directory for the memory ratios")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every maporl case")
     args = ap.parse_args()
     os.environ["MAPORL_BENCH_OVERRIDES"] = " ".join(args.set)
     started = time.time()
-    r1 = child("--_rollout", "1", str(args.requests))
-    r3 = child("--_rollout", "3", str(args.requests))
-    decode = {kind: child("--_decode", kind, "3", str(args.requests), "48") for kind in ("maporl", "base")}
+    # This machine's speed drifts by up to 40% between minutes, so paired cases alternate, 3 rounds each, and each
+    # ratio is taken between medians.
+    r1, r3 = (
+        {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs)}
+        for runs in zip(*[(child("--_rollout", "1", str(args.requests)), child("--_rollout", "3", str(args.requests)))
+                          for _ in range(3)], strict=True)
+    )  # fmt: skip
+    rounds = [{kind: child("--_decode", kind, "3", str(args.requests), "48") for kind in ("maporl", "base")}
+              for _ in range(3)]  # fmt: skip
+    decode = {kind: {"tokens_per_s": statistics.median(r[kind]["tokens_per_s"] for r in rounds)} for kind in rounds[0]}
     m1, m4 = child("--_rss", "1", "per_agent", args.rss_model), child("--_rss", "4", "per_agent", args.rss_model)
     m4copies = child("--_rss", "4", "separate", args.rss_model)
     batch, gens = 32, 4
