@@ -106,3 +106,21 @@ def test_merged_size_counts_one_weight_copy_per_adapter(tiny_model_dir):
     model = _team(tiny_model_dir, fast=True)
     linear = sum(m.base_layer.weight.numel() for m in model.modules() if hasattr(m, lora_batch._PEFT_MIXED))
     assert lora_batch.merged_size(model, 3) == 3 * linear > 0
+
+
+def test_only_plain_lora_linears_merge(tiny_model_dir):
+    model = _team(tiny_model_dir, fast=True)
+    assert lora_batch.mergeable(model, ["a0", "a1", "__base__"])
+    torch.manual_seed(0)
+    dora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules="all-linear", use_dora=True),
+        adapter_name="d",
+    )
+    assert not lora_batch.mergeable(dora, ["d"])  # DoRA is not W + s·B·A
+    embed = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "embed_tokens"]),
+        adapter_name="e",
+    )
+    assert not lora_batch.mergeable(embed, ["e"])  # the embedding layer would not see per-row adapters

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from peft.tuners.lora.layer import Linear as LoraLinear
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 _PEFT_MIXED = "_maporl_peft_mixed_batch_forward"
 
@@ -115,6 +116,19 @@ class MergedLinear(torch.nn.Module):
         parts = [torch.nn.functional.linear(x[start:end], w, self.bias) for (start, end, _), w in zip(
             self.spans, self.stacked, strict=True)]  # fmt: skip
         return torch.cat(parts)
+
+
+def mergeable(model: torch.nn.Module, adapter_names: Sequence[str]) -> bool:
+    """Can `merged` serve these adapters? Only plain LoRA linear layers merge: a LoRA variant (DoRA) is not W + s·B·A,
+    and any other adapted layer (an embedding, a quantised linear) would see no per-row adapter names."""
+    names = set(adapter_names)
+    for m in model.modules():
+        if type(m) is LoraLinear:
+            if names & set(m.lora_variant):
+                return False
+        elif isinstance(m, BaseTunerLayer):
+            return False
+    return True
 
 
 def merged_size(model: torch.nn.Module, adapters: int) -> int:

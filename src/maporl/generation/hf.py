@@ -139,6 +139,8 @@ class HFGenerator:
         """Decode from merged weights? Only where the rows come in runs of one adapter (the caller sorts them so)."""
         if self.merge_adapters == "never" or len(lora_batch.runs(tuple(names))) > len(set(names)):
             return False
+        if not lora_batch.mergeable(model, names):
+            return False
         return self.merge_adapters == "always" or lora_batch.merged_size(model, len(set(names))) <= MERGE_AUTO_MAX
 
     @torch.no_grad()
