@@ -411,3 +411,8 @@ def test_huge_exponent_answer_in_file_is_a_usage_level_outcome(tmp_path):
     path = write_rows(tmp_path / "exp.jsonl", [{"question": "Big?", "answer": "1e5000"}])
     problems = load_problems(path, "jsonl:exp", gsm8k=False)  # currently raises ValueError from int -> str
     assert [p.answer for p in problems] == ["1e5000"]
+
+
+def test_word_problems_refuse_a_number_range_they_cannot_fill():
+    with pytest.raises(UsageError, match="max_number >= 2"):
+        ArithmeticTask("arith_word", max_number=1).sample(50, seed=0, split="train")

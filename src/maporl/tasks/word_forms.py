@@ -21,6 +21,8 @@ import itertools
 import random
 import re
 
+from maporl.errors import UsageError
+
 # fmt: off
 UNSEEN_NAMES = (
     "Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Mia", "Omar", "Priya",
@@ -133,7 +135,7 @@ def draw_terms(rng: random.Random, max_number: int) -> tuple[list[int], list[str
     """A start amount and two changes whose running total never goes below zero (one cannot give away what one
     does not have)."""
     signs = list(rng.choice(SIGN_PATTERNS))
-    while True:
+    for _ in range(10_000):  # bounded: "-, -" cannot stay at or above zero with max_number 1
         terms = [rng.randint(1, max_number)]
         value = terms[0]
         for sign in signs:
@@ -143,6 +145,7 @@ def draw_terms(rng: random.Random, max_number: int) -> tuple[list[int], list[str
                 break
         else:
             return terms, signs
+    raise UsageError(f"word problems need max_number >= 2 (got {max_number})")
 
 
 def word_problem(rng: random.Random, max_number: int, unseen: bool) -> tuple[str, list[int], list[str]]:
