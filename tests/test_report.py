@@ -258,3 +258,39 @@ def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
     table = (tmp_path / "results.md").read_text()
     assert "Partial" not in table
     assert "| (c) MAPoRL − untrained | +30.0 | [+30.0, +30.0] | ≥ +15 | established |" in table
+
+
+def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monkeypatch):
+    """The paper's incentive arms train the config with one incentive at 2 and the others at 0; they are not part
+    of the default comparison, and their rows sit after maporl_no_incentives in the tables."""
+    from maporl import reproduce as rep
+
+    trained = {}
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0):
+        train_cfg = load_config(None, [*rep.TRAINING_OVERRIDES.get(method, [])])
+        trained[method] = (train_cfg.reward.alpha, train_cfg.reward.beta)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "time/step": 1.0}) + "\n")
+        return None, cfg
+
+    def fake_evaluate(cfg, ckpt, task_name, out):
+        m = {"acc_per_turn": [0.5, 0.5], "majority_per_turn": [0.5, 0.5], "wrong_to_right": [0.1],
+             "right_to_wrong": [0.1], "any_correct_per_turn": [0.5, 0.5], "problem_ids": ["p"],
+             "acc_per_problem_turn": [[0.5, 0.5]]}  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(m))
+        return m
+
+    monkeypatch.setattr(rep, "_train", fake_train)
+    monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
+    monkeypatch.setattr("maporl.report.write_report", lambda out: None)
+    assert not set(rep.ABLATIONS) & set(rep.METHODS)  # the default comparison leaves them out
+    named = "[maporl_beta0_only,maporl_no_incentives,maporl_alpha1_only]"
+    results = rep.reproduce(load_config(None, [f"reproduce.methods={named}"]), tmp_path, quiet=True)
+    assert trained == {
+        "maporl_no_incentives": ((0.0, 0.0), (0.0, 0.0)),
+        "maporl_alpha1_only": ((0.0, 2.0), (0.0, 0.0)),
+        "maporl_beta0_only": ((0.0, 0.0), (2.0, 0.0)),
+    }
+    assert list(results["methods"]) == ["maporl_no_incentives", "maporl_alpha1_only", "maporl_beta0_only"]

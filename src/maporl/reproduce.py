@@ -7,6 +7,9 @@ T turns on the same held-out problems of the training task and of a transfer tas
 - sft_traces: naive SFT on the base team's discussions whose final answers are all correct (algo.name=sft);
 - maporl: co-training with the MAPoRL reward (the config as given);
 - maporl_no_incentives: the same with corrective/persuasive weights 0;
+- maporl_alpha1_only, maporl_beta0_only: the paper's incentive ablations, one incentive at weight 2 and the others 0
+  (α1: corrective, for an agent that was wrong alone; β0: persuasive, for peers that were wrong too). They run only
+  when named in `--methods`;
 - single_agent_rl_same_problems: single_agent_rl trained for as many steps as maporl took on that seed, so on the same
   training problems with the same rollouts (the same seed and step draw the same problems). A wall-clock budget gives
   single-agent RL about N x T times more problems, since each of its steps samples one answer per rollout, not N x T.
@@ -28,12 +31,16 @@ from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_over
 
 SAME_PROBLEMS = "single_agent_rl_same_problems"
 # Table order (as `reproduce.methods` lists them); SAME_PROBLEMS runs after maporl, whose step count it takes.
-METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
+ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
+ABLATIONS = ("maporl_alpha1_only", "maporl_beta0_only")  # by name only: not part of the default comparison
+METHODS = tuple(m for m in ALL_METHODS if m not in ABLATIONS)
 ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
 TRAINING_OVERRIDES = {
     "single_agent_rl": ALONE,
     SAME_PROBLEMS: [*ALONE, "train.minutes=0"],
     "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
+    "maporl_alpha1_only": ["reward.alpha=[0.0,2.0]", "reward.beta=[0.0,0.0]"],
+    "maporl_beta0_only": ["reward.alpha=[0.0,0.0]", "reward.beta=[2.0,0.0]"],
     # Maximum likelihood on the kept traces: one on-policy pass, no KL (the learner's ratio is then exactly 1).
     "sft_traces": ["algo.name=sft", "algo.epochs=1", "algo.minibatches=1", "algo.kl_coef=0.0"],
 }
@@ -190,7 +197,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
     def tables(partial: bool) -> dict:
         """Write results.json and results.md over the seeds evaluated so far (`seeds_done`, marked partial, until
         every (seed, method) has run)."""
-        ran = [m for m in METHODS if m in scores and scores[m]["train_task"]]  # table order, whatever order they ran
+        ran = [m for m in ALL_METHODS if m in scores and scores[m]["train_task"]]  # table order, not run order
         results = {
             "train_task": task,
             "transfer_task": transfer_task,
