@@ -16,6 +16,8 @@ PROBLEMS = [Problem("p0", "What is 1+2-0?", "3", "t"), Problem("p1", "What is 5+
 class ScriptedGenerator:
     """Agent i at turn t answers 10*t + i + 100*problem; records every request and call."""
 
+    weights_version = 7
+
     def __init__(self):
         self.calls: list[list[GenRequest]] = []
 
@@ -43,6 +45,7 @@ def test_one_generate_call_per_turn_with_every_agent_and_problem():
         assert [(r.agent) for r in call] == [0, 1, 2, 0, 1, 2]
     assert [tr.num_turns for tr in transcripts] == [3, 3]
     assert transcripts[1].answers[2][1].parsed == "121"
+    assert [tr.meta["weights_version"] for tr in transcripts] == [7, 7]  # the generator's weights, recorded
 
 
 def test_turn_zero_sees_only_the_question():

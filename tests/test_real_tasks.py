@@ -163,6 +163,8 @@ def test_gsm_symbolic_offline_deterministic_and_split():
 class EchoAnswer:
     """A fake generator that answers every prompt with the first problem's ground truth."""
 
+    weights_version = 0
+
     def __init__(self, text: str):
         self.text = text
         self.prompts: list[str] = []

@@ -216,12 +216,25 @@ class ReproduceConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    address: str = opt(
+        "", "backend=ray: cluster to join ('auto': the one `ray start` made; empty: RAY_ADDRESS or a local one)"
+    )
+    rollout_workers: int = opt(
+        1, "backend=ray: generator actors; each runs whole discussions for a shard of a step's problems"
+    )
+    cpus_per_actor: float = opt(1.0, "backend=ray: CPUs reserved per rollout worker (and its torch threads)")
+    gpus_per_rollout_worker: float = opt(0.0, "backend=ray: GPUs reserved per rollout worker (0 on CPU)")
+    start_timeout_s: float = opt(60.0, "backend=ray: how long to wait for the cluster to place every actor")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = opt(0, "master seed: sampling seeds derive from (seed, step, problem, agent, turn)")
     run_name: str = opt("tiny", "run directory name under out_dir")
     out_dir: str = opt("runs", "where run directories are written")
     backend: Literal["local", "ray"] = opt(
-        "local", "local: everything in this process; ray: generator and verifier as Ray actors (extra 'ray')"
+        "local", "local: everything in this process; ray: rollout workers and verifier as Ray actors (extra 'ray')"
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -234,6 +247,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     verifier_train: VerifierTrainConfig = field(default_factory=VerifierTrainConfig)
     reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         checks = [
@@ -243,6 +257,11 @@ class Config:
             (self.generation.temperature >= 0, "generation.temperature must be >= 0 (0 means greedy)"),
             (self.generation.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1"),
             (self.generation.batch_size >= 1, "generation.batch_size must be >= 1"),
+            (self.ray.rollout_workers >= 1, "ray.rollout_workers must be >= 1"),
+            (
+                self.ray.cpus_per_actor > 0 and self.ray.gpus_per_rollout_worker >= 0,
+                "ray.cpus_per_actor must be > 0 and ray.gpus_per_rollout_worker >= 0",
+            ),
             (
                 self.generation.merge_adapters in ("auto", "always", "never"),
                 "generation.merge_adapters must be auto, always or never",

@@ -63,4 +63,5 @@ def run(
                 turn.append(Answer(i, t, r.messages, c.text, parsed, c.truncated, c.token_ids, c.logprobs))
             history[b].append(tuple(turn))
         faults.point("generation")
-    return [Transcript(problem=p, answers=tuple(h)) for p, h in zip(problems, history, strict=True)]
+    meta = {"weights_version": generator.weights_version}  # which weights answered: a stale worker shows here
+    return [Transcript(p, tuple(h), dict(meta)) for p, h in zip(problems, history, strict=True)]

@@ -60,9 +60,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
         autocast=cfg.model.autocast,
         activation_checkpointing=cfg.model.activation_checkpointing,
     )
-    generator, verifier, labeler = _backends(cfg, team, task)  # the generator samples from the trained policies
+    # The generator samples from the trained policies; `discuss` runs a step's discussions (sharded over the rollout
+    # workers with backend=ray).
+    generator, discuss, verifier, labeler = _backends(cfg, team, task)
     sft = cfg.algo.name == "sft"
     rollout_generator = build_generator(cfg, team.untrained()) if sft else generator
+    if sft:  # naive SFT samples the untrained team (backend=local only, config.py checks)
+        discuss = _discussing_here(cfg, task, rollout_generator)
     agents = list(cfg.train.agents) or list(range(n))
     learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed)
     slots = [(i, t) for i in agents for t in (cfg.train.turns or range(turns))]
@@ -98,7 +102,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
                 break
             with timed("generation"):
                 problems, rollouts = step_problems(cfg, task, step)
-                transcripts = discussion.run(rollouts, task, rollout_generator, cfg.discussion, cfg.seed, step)
+                transcripts = discuss(rollouts, step)
+                _check_fresh(transcripts, rollout_generator.weights_version)
                 rollout_generator.sleep()  # vLLM hands the GPU to the update; `sync` below wakes it
             with timed("scoring"):
                 labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
@@ -150,14 +155,36 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
 
 
 def _backends(cfg: Config, team, task):
-    """(generator, verifier, ground-truth labeler): in this process, or as Ray actors wrapping the same objects."""
+    """(generator, discuss, verifier, ground-truth labeler): in this process, or as Ray actors wrapping the same
+    objects. `discuss(problems, step)` gives the step's transcripts."""
     labeler = LabelVerifier(task)
     if cfg.backend == "ray":
-        from maporl.ray_backend import RayGenerator, RayVerifier
+        from maporl.ray_backend import RayRolloutPool, RayVerifier
 
-        return RayGenerator(cfg), RayVerifier(cfg), labeler
+        pool = RayRolloutPool(cfg)
+
+        def discuss_on_workers(problems, step: int):
+            return pool.discuss(problems, cfg.task.name, cfg.discussion, cfg.seed, step)
+
+        return pool, discuss_on_workers, RayVerifier(cfg), labeler
     verifier = labeler if cfg.verifier.kind == "label" else build_verifier(cfg, task)
-    return build_generator(cfg, team), verifier, labeler
+    generator = build_generator(cfg, team)
+    return generator, _discussing_here(cfg, task, generator), verifier, labeler
+
+
+def _discussing_here(cfg: Config, task, generator):
+    def discuss(problems, step: int):
+        return discussion.run(problems, task, generator, cfg.discussion, cfg.seed, step)
+
+    return discuss
+
+
+def _check_fresh(transcripts, version: int) -> None:
+    """Every discussion of a step must come from the weights of the last update (a worker that missed a sync would
+    train the learners on another policy's samples)."""
+    stale = sorted({tr.meta["weights_version"] for tr in transcripts} - {version})
+    if stale:
+        raise RuntimeError(f"maporl: discussions sampled with weights version(s) {stale}, expected {version}")
 
 
 def _minutes(started: float) -> float:

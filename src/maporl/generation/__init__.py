@@ -33,6 +33,7 @@ class GenRequest:
 
 class Generator(Protocol):
     tokens_generated: int  # for throughput reports: every answer's tokens up to and including its end of turn
+    weights_version: int  # how many times `sync` ran: every transcript records the version that produced it
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         """One completion per request, in order. The same requests (and seeds) give the same completions."""

@@ -113,12 +113,14 @@ class HFGenerator:
         self.merge_adapters = merge_adapters
         self.temperature, self.max_new_tokens, self.batch_size = temperature, max_new_tokens, batch_size
         self.tokens_generated = 0  # for throughput reports (tokens up to and including each row's end of turn)
+        self.weights_version = 0
 
     def sleep(self) -> None:
         """Nothing to release: the models are the learner's."""
 
     def sync(self, team) -> None:
         """Nothing to copy: this generator samples from the very models the learner updates."""
+        self.weights_version += 1
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         out: list[Completion | None] = [None] * len(requests)

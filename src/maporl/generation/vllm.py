@@ -63,7 +63,7 @@ class VLLMGenerator:
         self.engine = engine
         self.asleep = False
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="maporl-vllm-"))
-        self.version = 0
+        self.weights_version = 0
         self.lora: dict[str, object] = {}  # adapter name -> current LoRARequest
         self.tokens_generated = 0
         if team.adapters():
@@ -96,8 +96,8 @@ class VLLMGenerator:
         from safetensors.torch import save_file
 
         self._wake()
-        self.version += 1
-        root = self.workdir / f"v{self.version:06d}"
+        self.weights_version += 1
+        root = self.workdir / f"v{self.weights_version:06d}"
         model = next(iter(team.models.values()))
         for k, (_, name) in enumerate(team.adapters()):
             out = root / name
@@ -110,8 +110,8 @@ class VLLMGenerator:
             config = {key: sorted(v) if isinstance(v, set) else v for key, v in config.items()}
             (out / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
             # Unique ids per version: vLLM caches adapters by id, a new id loads the new weights.
-            self.lora[name] = self._lora_request(name, self.version * 1000 + k + 1, out)
-        old = self.workdir / f"v{self.version - 2:06d}"
+            self.lora[name] = self._lora_request(name, self.weights_version * 1000 + k + 1, out)
+        old = self.workdir / f"v{self.weights_version - 2:06d}"
         shutil.rmtree(old, ignore_errors=True)  # keep the previous version while requests may still use it
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
