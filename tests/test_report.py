@@ -294,3 +294,22 @@ def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monke
         "maporl_beta0_only": ((0.0, 0.0), (2.0, 0.0)),
     }
     assert list(results["methods"]) == ["maporl_no_incentives", "maporl_alpha1_only", "maporl_beta0_only"]
+
+
+def test_resume_accepts_a_comparison_saved_before_a_setting_existed(tmp_path):
+    """A setting added to maporl since a comparison started (at its default) does not stop it resuming; a changed
+    setting does."""
+    import yaml
+
+    from maporl import reproduce as rep
+
+    cfg = load_config(None, ["reproduce.budget_min=1"])
+    saved = tmp_path / "config.yaml"
+    older = yaml.safe_load(rep._settings(cfg))
+    del older["ray"]  # as written before the ray section existed
+    saved.write_text(yaml.safe_dump(older))
+    assert rep._same_settings(saved, cfg)
+    assert not rep._same_settings(saved, load_config(None, ["reproduce.budget_min=2"]))
+    older["no_such_setting"] = 1
+    saved.write_text(yaml.safe_dump(older))
+    assert not rep._same_settings(saved, cfg)

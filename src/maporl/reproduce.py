@@ -168,6 +168,18 @@ def _settings(cfg: Config) -> str:
     return dump_yaml(dataclasses.replace(cfg, reproduce=dataclasses.replace(cfg.reproduce, seeds=(0,), methods=())))
 
 
+def _same_settings(saved: Path, cfg: Config) -> bool:
+    """Does the comparison saved in `saved` have `cfg`'s settings? Read back through the config schema, so a setting
+    added to maporl since (at its default) does not stop an older comparison from resuming."""
+    from maporl.config import load_config
+    from maporl.errors import UsageError
+
+    try:
+        return _settings(load_config(saved)) == _settings(cfg)
+    except UsageError:  # a setting maporl no longer knows
+        return False
+
+
 def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False) -> dict:
     """Run every (seed, method) of `cfg.reproduce` on `cfg.task.name`; with `resume`, a (seed, method) already
     evaluated in `out` is read back instead of run again (a long comparison survives an interruption: only the
@@ -180,7 +192,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
     task, transfer_task = cfg.task.name, r.transfer_task
     base = with_overrides(cfg, [f"train.minutes={r.budget_min}", "train.max_steps=100000"])
     saved = out / "config.yaml"
-    if resume and saved.exists() and saved.read_text() != _settings(base):
+    if resume and saved.exists() and not _same_settings(saved, base):
         raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
     if SAME_PROBLEMS in methods and "maporl" not in methods:
         missing = [s for s in seeds if not (out / "maporl" / f"seed{s}" / "done.json").is_file()]
