@@ -121,15 +121,10 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    methods = [
-        "untrained",
-        "single_agent_rl",
-        "single_agent_rl_same_problems",
-        "sft_traces",
-        "maporl",
-        "maporl_no_incentives",
-    ]
-    assert list(results["methods"]) == methods
+    from maporl.reproduce import METHODS
+
+    methods = list(METHODS)  # the default comparison: all six, in the table's order
+    assert len(methods) == 6 and list(results["methods"]) == methods
     for m in methods:
         for key in ("train_task", "transfer_task"):
             assert len(results["methods"][m][key]["acc_mean"]) == 2
@@ -216,6 +211,25 @@ def test_summarize_over_seeds_by_hand():
     assert "any_correct_mean" not in summarize([seed([0.4, 0.5], [0.6, 0.7]), seed([0.6, 0.7], None)])
 
 
+def _fake_runs(monkeypatch, fake_train, accuracy: dict[str, float]) -> None:
+    """`reproduce` with `fake_train` and evaluations that score each method `accuracy[method]` (else 0.7) on two
+    problems at both turns; no report."""
+    from maporl import reproduce as rep
+
+    def fake_evaluate(cfg, ckpt, task_name, out):
+        acc = accuracy.get(out.parent.parent.name, 0.7)
+        m = {"acc_per_turn": [acc, acc], "majority_per_turn": [acc, acc], "wrong_to_right": [0.1],
+             "right_to_wrong": [0.1], "any_correct_per_turn": [acc, acc], "problem_ids": ["p", "q"],
+             "acc_per_problem_turn": [[acc, acc], [acc, acc]]}  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(m))
+        return m
+
+    monkeypatch.setattr(rep, "_train", fake_train)
+    monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
+    monkeypatch.setattr("maporl.report.write_report", lambda out: None)
+
+
 def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
     """A comparison cut off part-way keeps the tables of what it evaluated, marked partial; --resume completes them."""
     from maporl import reproduce as rep
@@ -230,18 +244,7 @@ def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
         (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "time/step": 1.0}) + "\n")
         return None, cfg
 
-    def fake_evaluate(cfg, ckpt, task_name, out):
-        acc = {"untrained": 0.4, "single_agent_rl": 0.6}.get(out.parent.parent.name, 0.7)
-        m = {"acc_per_turn": [acc, acc], "majority_per_turn": [acc, acc], "wrong_to_right": [0.1],
-             "right_to_wrong": [0.1], "any_correct_per_turn": [acc, acc], "problem_ids": ["p", "q"],
-             "acc_per_problem_turn": [[acc, acc], [acc, acc]]}  # fmt: skip
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(m))
-        return m
-
-    monkeypatch.setattr(rep, "_train", fake_train)
-    monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
-    monkeypatch.setattr("maporl.report.write_report", lambda out: None)
+    _fake_runs(monkeypatch, fake_train, {"untrained": 0.4, "single_agent_rl": 0.6})
     methods = ("untrained", "single_agent_rl", "maporl")
     cfg = load_config(None, ["reproduce.budget_min=1", "reproduce.methods=[untrained,single_agent_rl,maporl]"])
     with pytest.raises(UsageError, match="cut off"):
@@ -274,17 +277,7 @@ def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monke
         (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "time/step": 1.0}) + "\n")
         return None, cfg
 
-    def fake_evaluate(cfg, ckpt, task_name, out):
-        m = {"acc_per_turn": [0.5, 0.5], "majority_per_turn": [0.5, 0.5], "wrong_to_right": [0.1],
-             "right_to_wrong": [0.1], "any_correct_per_turn": [0.5, 0.5], "problem_ids": ["p"],
-             "acc_per_problem_turn": [[0.5, 0.5]]}  # fmt: skip
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(m))
-        return m
-
-    monkeypatch.setattr(rep, "_train", fake_train)
-    monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
-    monkeypatch.setattr("maporl.report.write_report", lambda out: None)
+    _fake_runs(monkeypatch, fake_train, {})
     assert not set(rep.ABLATIONS) & set(rep.METHODS)  # the default comparison leaves them out
     named = "[maporl_beta0_only,maporl_no_incentives,maporl_alpha1_only]"
     results = rep.reproduce(load_config(None, [f"reproduce.methods={named}"]), tmp_path, quiet=True)
