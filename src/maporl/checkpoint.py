@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from maporl import faults
@@ -49,9 +49,8 @@ def save_checkpoint(run_dir: Path, step: int, policy: Policy, learner, extra: di
     tmp = root / f".tmp_step_{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for key, name in policy.team.adapters():
-        state = get_peft_model_state_dict(policy.team.models[key], adapter_name=name)
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp / f"adapter_{name}.safetensors")
+    for (_, name), state in policy.team.adapter_states().items():
+        save_file(state, tmp / f"adapter_{name}.safetensors")
     faults.point("checkpoint")
     if policy.value_heads is not None:
         torch.save(policy.value_heads.state_dict(), tmp / "value_heads.pt")

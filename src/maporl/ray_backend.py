@@ -151,12 +151,7 @@ class RayRolloutPool:
 
     def sync(self, team) -> None:
         """The trained adapters go to the object store once; every worker loads them under the next version."""
-        from peft import get_peft_model_state_dict
-
-        states = {}
-        for key, name in team.adapters():
-            state = get_peft_model_state_dict(team.models[key], adapter_name=name)
-            states[(key, name)] = {k: v.detach().cpu().clone() for k, v in state.items()}
+        states = team.adapter_states()
         self.weights_version += 1
         ref = self._ray.put(states)
         self._ray.get([w.load_adapters.remote(ref, self.weights_version) for w in self.workers])

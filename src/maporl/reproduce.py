@@ -26,10 +26,9 @@ import time
 import typing
 from pathlib import Path
 
-from maporl.claims import claims_markdown, measure_claims
+from maporl.claims import SAME_PROBLEMS, claims_markdown, measure_claims
 from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
 
-SAME_PROBLEMS = "single_agent_rl_same_problems"
 # Table order (as `reproduce.methods` lists them); SAME_PROBLEMS runs after maporl, whose step count it takes.
 ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
 ABLATIONS = ("maporl_alpha1_only", "maporl_beta0_only")  # by name only: not part of the default comparison

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, get_peft_model
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from maporl import lora_batch
@@ -41,6 +42,17 @@ class Team:
     def adapters(self) -> list[tuple[str, str]]:
         """Every distinct (model key, adapter name), in agent order (agents may share one)."""
         return list(dict.fromkeys((s.model_key, s.adapter) for s in self.slots if s.adapter is not None))
+
+    def adapter_states(self) -> dict[tuple[str, str], dict[str, torch.Tensor]]:
+        """Every distinct adapter's LoRA tensors by (model key, adapter name), detached, contiguous and on the CPU:
+        what a checkpoint, a vLLM engine and the rollout workers receive after an update."""
+        return {
+            (key, name): {
+                k: v.detach().contiguous().cpu()
+                for k, v in get_peft_model_state_dict(self.models[key], adapter_name=name).items()
+            }
+            for key, name in self.adapters()
+        }
 
     def untrained(self) -> Team:
         """The same models with every adapter switched off (peft's "__base__" rows): the base team."""

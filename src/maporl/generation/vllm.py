@@ -92,20 +92,16 @@ class VLLMGenerator:
     def sync(self, team) -> None:
         """Wake the engine, write every agent's adapter as a PEFT directory under a new version and point the engine
         at it."""
-        from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
         self._wake()
         self.weights_version += 1
         root = self.workdir / f"v{self.weights_version:06d}"
         model = next(iter(team.models.values()))
-        for k, (_, name) in enumerate(team.adapters()):
+        for k, ((_, name), state) in enumerate(team.adapter_states().items()):
             out = root / name
             out.mkdir(parents=True, exist_ok=True)
-            state = get_peft_model_state_dict(model, adapter_name=name)
-            save_file(
-                {key: v.detach().contiguous().cpu() for key, v in state.items()}, out / "adapter_model.safetensors"
-            )
+            save_file(state, out / "adapter_model.safetensors")
             config = model.peft_config[name].to_dict()
             config = {key: sorted(v) if isinstance(v, set) else v for key, v in config.items()}
             (out / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
