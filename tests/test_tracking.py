@@ -107,8 +107,25 @@ def read_wandb(run_file: Path) -> tuple[dict[int, dict[str, float]], dict]:
     return history, info
 
 
-def offline_runs(run_dir: Path) -> list[Path]:
-    return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+def offline_runs(run_dir: Path, timeout: float = 30.0) -> list[Path]:
+    """The offline run files under `run_dir`, once each holds its exit record. wandb-core writes them in its own
+    process and can still be flushing when `finish` has returned (seen under load: an empty read, then the full
+    file a moment later)."""
+    deadline = time.time() + timeout
+    while True:
+        runs = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+        if all(_finished(r) for r in runs) or time.time() > deadline:
+            return runs
+        time.sleep(0.05)
+
+
+def _finished(run_file: Path) -> bool:
+    from google.protobuf.message import DecodeError
+
+    try:
+        return any(record.WhichOneof("record_type") == "exit" for record in wandb_records(run_file))
+    except (AssertionError, struct.error, DecodeError):  # still being written: a short header, a half record
+        return False
 
 
 # --- jsonl -----------------------------------------------------------------------------------------------------------
