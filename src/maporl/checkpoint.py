@@ -56,10 +56,7 @@ def save_checkpoint(run_dir: Path, step: int, policy: Policy, learner, extra: di
         torch.save(policy.value_heads.state_dict(), tmp / "value_heads.pt")
     torch.save(
         {
-            "optimizer": learner.optimizer.state_dict(),
-            "scheduler": learner.scheduler.state_dict(),
-            "learner_rng": learner.generator.get_state(),
-            "consecutive_nonfinite": learner.consecutive_nonfinite,
+            **learner.state_dict(),
             "python_rng": random.getstate(),
             "numpy_rng": np.random.get_state(),
             "torch_rng": torch.get_rng_state(),
@@ -129,10 +126,7 @@ def load_team(cfg, ckpt: Path):
 
 def load_trainer_state(ckpt: Path, learner) -> int:
     state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-    learner.optimizer.load_state_dict(state["optimizer"])
-    learner.scheduler.load_state_dict(state["scheduler"])
-    learner.generator.set_state(state["learner_rng"])
-    learner.consecutive_nonfinite = state.get("consecutive_nonfinite", 0)
+    learner.load_state_dict(state)
     random.setstate(state["python_rng"])
     np.random.set_state(state["numpy_rng"])
     torch.set_rng_state(state["torch_rng"])

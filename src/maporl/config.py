@@ -223,8 +223,13 @@ class RayConfig:
     rollout_workers: int = opt(
         1, "backend=ray: generator actors; each runs whole discussions for a shard of a step's problems"
     )
-    cpus_per_actor: float = opt(1.0, "backend=ray: CPUs reserved per rollout worker (and its torch threads)")
+    cpus_per_actor: float = opt(
+        1.0, "backend=ray: CPUs reserved per rollout worker and per learner (torch threads: this, at least 1)"
+    )
     gpus_per_rollout_worker: float = opt(0.0, "backend=ray: GPUs reserved per rollout worker (0 on CPU)")
+    gpus_per_learner: float = opt(
+        0.0, "backend=ray: GPUs reserved per learner actor, one per trained adapter (0 on CPU; 1 puts each on its GPU)"
+    )
     start_timeout_s: float = opt(60.0, "backend=ray: how long to wait for the cluster to place every actor")
 
 
@@ -234,7 +239,9 @@ class Config:
     run_name: str = opt("tiny", "run directory name under out_dir")
     out_dir: str = opt("runs", "where run directories are written")
     backend: Literal["local", "ray"] = opt(
-        "local", "local: everything in this process; ray: rollout workers and verifier as Ray actors (extra 'ray')"
+        "local",
+        "local: everything in this process; ray: rollout workers, one learner per adapter and the verifier as Ray "
+        "actors (extra 'ray')",
     )
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -259,8 +266,8 @@ class Config:
             (self.generation.batch_size >= 1, "generation.batch_size must be >= 1"),
             (self.ray.rollout_workers >= 1, "ray.rollout_workers must be >= 1"),
             (
-                self.ray.cpus_per_actor > 0 and self.ray.gpus_per_rollout_worker >= 0,
-                "ray.cpus_per_actor must be > 0 and ray.gpus_per_rollout_worker >= 0",
+                self.ray.cpus_per_actor > 0 and min(self.ray.gpus_per_rollout_worker, self.ray.gpus_per_learner) >= 0,
+                "ray.cpus_per_actor must be > 0, ray.gpus_per_rollout_worker and ray.gpus_per_learner >= 0",
             ),
             (
                 self.generation.merge_adapters in ("auto", "always", "never"),

@@ -204,3 +204,14 @@ def _checkpoint_layers(model) -> None:
     for module in base.modules():
         if isinstance(module, GradientCheckpointingLayer):
             module.training = True
+
+
+def policy_for(cfg, team: Team) -> Policy:
+    """The trained policy of a run's config over `team` (the trainer's, and each Ray learner actor's)."""
+    return Policy(
+        team,
+        value_heads=cfg.algo.name == "ppo",
+        temperature=cfg.generation.temperature,
+        autocast=cfg.model.autocast,
+        activation_checkpointing=cfg.model.activation_checkpointing,
+    )

@@ -1,4 +1,5 @@
-"""`backend=ray`: rollout workers and the verifier as Ray actors around the same objects as in-process.
+"""`backend=ray`: rollout workers and the verifier as Ray actors around the same objects as in-process (the learner
+actors are in ray_learners.py).
 
 The driver loop does not change: `trainer.train` asks its rollout function for a step's discussions, its generator
 for evaluation answers and its verifier for scores. Here the discussions are sharded over `ray.rollout_workers`
@@ -6,22 +7,22 @@ generator actors, each running whole discussions (`discussion.run`) for a contig
 with the shard's offset as `first_index`, so every row draws the seed it draws in-process. Each worker holds its own
 copy of the team (base + one LoRA per agent). After every update `sync` puts the trained adapters in the object store
 once and every worker loads them under a new version; every transcript records the version that produced it, and
-the trainer stops on a stale one. The actors are placed in one placement group: a run gets all it asked for, or
+the trainer stops on a stale one. Every actor has a bundle in one placement group: a run gets all it asked for, or
 stops at start with one line naming what is missing. `ray.address` (or RAY_ADDRESS) joins an existing cluster.
-Updates stay in the driver, which owns the optimizer state and checkpoints.
+An actor that dies is restarted in its bundle (`Actors.restart_lost`) and the trainer redoes the step.
 Ray is imported lazily; selecting it without `pip install 'maporl[ray]'` is a one-line error.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from maporl.errors import UsageError
+from maporl.errors import UsageError, WorkerLost
 from maporl.generation import Completion, GenRequest
 
 
-def _ray(cfg):
+def ray_session(cfg):
     try:
         import ray
     except ImportError:
@@ -44,25 +45,102 @@ def _shards(n: int, parts: int) -> list[tuple[int, int]]:
     return out
 
 
+def placement_group(cfg, learners: int):
+    """One bundle per rollout worker, then one per learner, all placed or none: a cluster short of resources is a
+    one-line error at start."""
+    from ray.exceptions import GetTimeoutError
+    from ray.util.placement_group import placement_group as make_group
+    from ray.util.placement_group import remove_placement_group
+
+    ray, r = ray_session(cfg), cfg.ray
+
+    def bundle(gpus: float) -> dict:
+        return {"CPU": r.cpus_per_actor} | ({"GPU": gpus} if gpus else {})
+
+    bundles = [bundle(r.gpus_per_rollout_worker)] * r.rollout_workers + [bundle(r.gpus_per_learner)] * learners
+    group = make_group([dict(b) for b in bundles], strategy="PACK")
+    try:
+        ray.get(group.ready(), timeout=r.start_timeout_s)
+    except GetTimeoutError:
+        remove_placement_group(group)
+        have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+        workers, each = r.rollout_workers, bundle(r.gpus_per_rollout_worker)
+        raise UsageError(
+            f"the Ray cluster cannot place {workers} rollout worker(s) of {each} and {learners} learner(s) of "
+            f"{bundle(r.gpus_per_learner)} (cluster: {have}); lower ray.rollout_workers, ray.cpus_per_actor, "
+            "ray.gpus_per_rollout_worker or ray.gpus_per_learner, or add nodes"
+        ) from None
+    return group
+
+
+class Actors:
+    """Ray actors of one kind, actor k in bundle `first_bundle + k` of the run's placement group. `get` turns a lost
+    actor into `WorkerLost`; `restart_lost` starts a new one in the dead one's bundle."""
+
+    def __init__(self, cfg, role: str, cls: type, args: Callable[[int], tuple], count: int, group, first_bundle: int):
+        self.ray, self.role, self.cls, self.args = ray_session(cfg), role, cls, args
+        self.group, self.first_bundle, self.cfg = group, first_bundle, cfg
+        self.handles = [self._start(k) for k in range(count)]
+
+    def _start(self, k: int):
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        r = self.cfg.ray
+        gpus = r.gpus_per_learner if self.role == "learner" else r.gpus_per_rollout_worker
+        strategy = PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=self.first_bundle + k)
+        options = {"num_cpus": r.cpus_per_actor, "num_gpus": gpus, "scheduling_strategy": strategy}
+        return self.ray.remote(self.cls).options(**options).remote(*self.args(k))
+
+    def get(self, refs):
+        from ray.exceptions import RayActorError, WorkerCrashedError
+
+        try:
+            return self.ray.get(refs)
+        except (RayActorError, WorkerCrashedError) as e:
+            raise WorkerLost(f"a Ray {self.role} actor died ({type(e).__name__})") from None
+
+    def restart_lost(self) -> list[int]:
+        """Start a new actor in place of every dead one; the indices restarted."""
+        from ray.exceptions import RayActorError
+
+        lost = []
+        for k, handle in enumerate(self.handles):
+            try:
+                self.ray.get(handle.ping.remote())
+            except RayActorError:
+                lost.append(k)
+                self.handles[k] = self._start(k)
+        return lost
+
+
+def threads(cfg) -> int:
+    """Torch threads of an actor: its CPUs, at least one."""
+    return max(1, int(cfg.ray.cpus_per_actor))
+
+
 class _GeneratorWorker:
     """Lives in a rollout actor: the same team and generator the in-process backend builds."""
 
-    def __init__(self, cfg, threads: int):
+    def __init__(self, cfg):
         import torch
 
         from maporl.team import build_generator, build_team
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads(cfg))
         self.team = build_team(cfg, with_adapters=True)
         self.generator = build_generator(cfg, self.team)
+
+    def ping(self) -> bool:
+        return True
 
     def generate(self, requests):
         return self.generator.generate(requests)
 
     def discuss(self, problems, task_name: str, discussion_cfg, seed: int, step: int, first_index: int):
-        from maporl import discussion
+        from maporl import discussion, faults
         from maporl.tasks import get_task
 
+        faults.step = step + 1
         return discussion.run(problems, get_task(task_name), self.generator, discussion_cfg, seed, step, first_index)
 
     def load_adapters(self, states: dict, version: int) -> None:
@@ -83,51 +161,25 @@ class _VerifierWorker:
 
         self.verifier = build_verifier(cfg, get_task(cfg.task.name))
 
+    def ping(self) -> bool:
+        return True
+
     def score(self, transcripts):
         return self.verifier.score(transcripts)
-
-
-def _placement_group(ray, cfg):
-    """One bundle per rollout worker, all placed or none: a cluster short of resources is a one-line error at start."""
-    from ray.exceptions import GetTimeoutError
-    from ray.util.placement_group import placement_group, remove_placement_group
-
-    r = cfg.ray
-    bundle = {"CPU": r.cpus_per_actor} | ({"GPU": r.gpus_per_rollout_worker} if r.gpus_per_rollout_worker else {})
-    group = placement_group([dict(bundle) for _ in range(r.rollout_workers)], strategy="PACK")
-    try:
-        ray.get(group.ready(), timeout=r.start_timeout_s)
-    except GetTimeoutError:
-        remove_placement_group(group)
-        have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-        raise UsageError(
-            f"the Ray cluster cannot place {r.rollout_workers} rollout worker(s) of {bundle} (cluster: {have}); "
-            "lower ray.rollout_workers, ray.cpus_per_actor or ray.gpus_per_rollout_worker, or add nodes"
-        ) from None
-    return group
 
 
 class RayRolloutPool:
     """Generator protocol over `ray.rollout_workers` actors, and `discuss`, the sharded rollout of a step."""
 
-    def __init__(self, cfg):
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        ray = _ray(cfg)
-        self._ray, r = ray, cfg.ray
-        self.group = _placement_group(ray, cfg)
-        threads = max(1, int(r.cpus_per_actor))
-        self.workers = [
-            ray.remote(_GeneratorWorker)
-            .options(
-                num_cpus=r.cpus_per_actor,
-                num_gpus=r.gpus_per_rollout_worker,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=k),
-            )
-            .remote(cfg, threads)
-            for k in range(r.rollout_workers)
-        ]
+    def __init__(self, cfg, group=None):
+        self.group = group or placement_group(cfg, learners=0)
+        self.actors = Actors(cfg, "rollout worker", _GeneratorWorker, lambda k: (cfg,), cfg.ray.rollout_workers,
+                             self.group, first_bundle=0)  # fmt: skip
         self.weights_version = 0
+
+    @property
+    def workers(self) -> list:
+        return self.actors.handles
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         requests = list(requests)
@@ -135,7 +187,7 @@ class RayRolloutPool:
             w.generate.remote(requests[a:b])
             for w, (a, b) in zip(self.workers, _shards(len(requests), len(self.workers)), strict=False)
         ]
-        return [c for part in self._ray.get(calls) for c in part]
+        return [c for part in self.actors.get(calls) for c in part]
 
     def discuss(self, problems, task_name: str, discussion_cfg, seed: int, step: int) -> list:
         """Whole discussions, each on one worker: a contiguous shard of the problems per worker."""
@@ -144,29 +196,57 @@ class RayRolloutPool:
             w.discuss.remote(list(problems[a:b]), task_name, discussion_cfg, seed, step, a)
             for w, (a, b) in zip(self.workers, shards, strict=False)
         ]
-        return [tr for part in self._ray.get(calls) for tr in part]
+        return [tr for part in self.actors.get(calls) for tr in part]
 
     def sleep(self) -> None:
         """The workers keep their own copies of the team: nothing of the learner's to free."""
 
     def sync(self, team) -> None:
         """The trained adapters go to the object store once; every worker loads them under the next version."""
-        states = team.adapter_states()
         self.weights_version += 1
-        ref = self._ray.put(states)
-        self._ray.get([w.load_adapters.remote(ref, self.weights_version) for w in self.workers])
+        self._load(team, self.weights_version)
+
+    def _load(self, team, version: int) -> None:
+        ref = self.actors.ray.put(team.adapter_states())
+        self.actors.get([w.load_adapters.remote(ref, version) for w in self.workers])
+
+    def recover(self, team, version: int) -> list[int]:
+        """Restart lost workers and give every worker the team's weights under `version` (the step's start: a sync
+        cut short may have reached only some). The indices restarted."""
+        lost = self.actors.restart_lost()
+        self.weights_version = version
+        self._load(team, version)
+        return lost
 
     @property
     def tokens_generated(self) -> int:
-        return sum(self._ray.get([w.tokens_generated.remote() for w in self.workers]))
+        return sum(self.actors.get([w.tokens_generated.remote() for w in self.workers]))
 
 
 class RayVerifier:
     def __init__(self, cfg):
-        ray = _ray(cfg)
-        self._ray = ray
-        # No CPU reserved: scoring runs between rollouts, and the workers' placement group holds the CPUs.
-        self.actor = ray.remote(num_cpus=0)(_VerifierWorker).remote(cfg)
+        self._ray = ray_session(cfg)
+        self.cfg = cfg
+        self.actor = self._start()
+
+    def _start(self):
+        # No CPU reserved: scoring runs between rollouts, and the placement group holds the CPUs.
+        return self._ray.remote(num_cpus=0)(_VerifierWorker).remote(self.cfg)
 
     def score(self, transcripts):
-        return self._ray.get(self.actor.score.remote(list(transcripts)))
+        from ray.exceptions import RayActorError
+
+        try:
+            return self._ray.get(self.actor.score.remote(list(transcripts)))
+        except RayActorError:
+            raise WorkerLost("the Ray verifier actor died") from None
+
+    def restart_lost(self) -> bool:
+        from ray.exceptions import RayActorError
+
+        try:
+            self._ray.get(self.actor.ping.remote())
+            return False
+        except RayActorError:
+            self.actor = self._start()
+            return True

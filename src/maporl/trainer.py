@@ -21,16 +21,21 @@ whose final answers are all right are kept, and every trained answer in them get
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from maporl import checkpoint, discussion, faults
 from maporl.advantages import compute_advantages
 from maporl.config import Config, to_dict
+from maporl.errors import UsageError, WorkerLost
 from maporl.evaluate import evaluate_team
-from maporl.learner import Learner
-from maporl.policy import Policy, encode_episodes
+from maporl.generation import Generator
+from maporl.learner import Learner, Updaters
+from maporl.policy import encode_episodes, policy_for
 from maporl.records import TrainBatch, answer_grid
 from maporl.rewards import incentive_counts, step_rewards
 from maporl.rundir import save_config, write_transcripts
@@ -53,28 +58,26 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
     seed_everything(cfg.seed)
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
     team = build_team(cfg, with_adapters=True)
-    policy = Policy(
-        team,
-        value_heads=cfg.algo.name == "ppo",
-        temperature=cfg.generation.temperature,
-        autocast=cfg.model.autocast,
-        activation_checkpointing=cfg.model.activation_checkpointing,
-    )
-    # The generator samples from the trained policies; `discuss` runs a step's discussions (sharded over the rollout
-    # workers with backend=ray).
-    generator, discuss, verifier, labeler = _backends(cfg, team, task)
+    policy = policy_for(cfg, team)
+    agents = list(cfg.train.agents) or list(range(n))
+    # The generator samples from the trained policies; `discuss` runs a step's discussions and the updaters update
+    # the agents (with backend=ray: sharded over rollout worker actors, and one learner actor per adapter).
+    b = _backends(cfg, team, task, policy, agents)
+    generator, discuss, verifier, labeler = b.generator, b.discuss, b.verifier, b.labeler
     sft = cfg.algo.name == "sft"
     rollout_generator = build_generator(cfg, team.untrained()) if sft else generator
     if sft:  # naive SFT samples the untrained team (backend=local only, config.py checks)
         discuss = _discussing_here(cfg, task, rollout_generator)
-    agents = list(cfg.train.agents) or list(range(n))
-    learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed)
+    learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed, b.updaters)
+    recovery = b.recovery(learner, team)
     slots = [(i, t) for i in agents for t in (cfg.train.turns or range(turns))]
     tokenizers = [team.tokenizer(i) for i in range(n)]
     start_step = 0
     if resume and (ckpt := checkpoint.latest(run_dir)) is not None:
         checkpoint.load_weights(ckpt, policy)
         start_step = checkpoint.load_trainer_state(ckpt, learner)
+    # Weights version k + 1 after k updates, resumed or not: the transcripts of a resumed run are the uninterrupted's.
+    generator.weights_version = start_step
     generator.sync(team)
     if resume:  # rows logged after the checkpoint (the crashed steps) are dropped: they are about to be redone
         _truncate_metrics(run_dir / "metrics.jsonl", start_step)
@@ -95,30 +98,37 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
         yield
         timings[f"time/{phase}"] = time.time() - t0
 
+    def rollout_and_update(step: int):
+        """One step up to and including the update and the weight sync (what a lost Ray actor makes us redo)."""
+        with timed("generation"):
+            problems, rollouts = step_problems(cfg, task, step)
+            transcripts = discuss(rollouts, step)
+            _check_fresh(transcripts, rollout_generator.weights_version)
+            rollout_generator.sleep()  # vLLM hands the GPU to the update; `sync` below wakes it
+        with timed("scoring"):
+            labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
+            raw = labels if verifier is labeler else verifier.score(transcripts)  # (B, N, T) in [0, 1]
+            valid = answer_grid(transcripts, lambda pairs: [a.parsed is not None for _, a in pairs]).bool()
+            rewards, correct = step_rewards(raw, labels, valid, cfg.reward)
+        with timed("update"):
+            # Naive SFT keeps the discussions whose final answers are all right; RL trains on every discussion.
+            kept = labels[:, :, -1].bool().all(dim=1) if sft else labels.new_ones(len(transcripts)).bool()
+            episodes = [(b, i, t) for b in kept.nonzero().flatten().tolist() for i, t in slots]
+            batch = encode_episodes(tokenizers, transcripts, episodes)
+            old_logp, old_values, ref_logp = learner.old_policy(batch)
+            advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp)
+            stats = learner.update(TrainBatch(batch, advantages, returns, old_logp, old_values, ref_logp), step + 1)
+            generator.sync(team)
+        return transcripts, labels, valid, rewards, correct, kept, stats
+
     with tracker, progress(cfg.train.max_steps - start_step, "train", quiet=quiet) as bar:
         for step in range(start_step, cfg.train.max_steps):
             faults.step = step + 1
             if cfg.train.minutes and time.time() - started > 60 * cfg.train.minutes:
                 break
-            with timed("generation"):
-                problems, rollouts = step_problems(cfg, task, step)
-                transcripts = discuss(rollouts, step)
-                _check_fresh(transcripts, rollout_generator.weights_version)
-                rollout_generator.sleep()  # vLLM hands the GPU to the update; `sync` below wakes it
-            with timed("scoring"):
-                labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
-                raw = labels if verifier is labeler else verifier.score(transcripts)  # (B, N, T) in [0, 1]
-                valid = answer_grid(transcripts, lambda pairs: [a.parsed is not None for _, a in pairs]).bool()
-                rewards, correct = step_rewards(raw, labels, valid, cfg.reward)
-            with timed("update"):
-                # Naive SFT keeps the discussions whose final answers are all right; RL trains on every discussion.
-                kept = labels[:, :, -1].bool().all(dim=1) if sft else labels.new_ones(len(transcripts)).bool()
-                episodes = [(b, i, t) for b in kept.nonzero().flatten().tolist() for i, t in slots]
-                batch = encode_episodes(tokenizers, transcripts, episodes)
-                old_logp, old_values, ref_logp = learner.old_policy(batch)
-                advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp)
-                stats = learner.update(TrainBatch(batch, advantages, returns, old_logp, old_values, ref_logp))
-                generator.sync(team)
+            recovery.begin()
+            out = _redo_once(rollout_and_update, step, recovery.recover, save, run_dir)
+            transcripts, labels, valid, rewards, correct, kept, stats = out
 
             row = {"step": step + 1, **timings, "time/step": sum(timings.values()), **stats}
             row["reward/mean"] = rewards.mean().item()
@@ -154,22 +164,66 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
     return {"checkpoint": ckpt, "eval": metrics, "steps": done, "minutes": _minutes(started)}
 
 
-def _backends(cfg: Config, team, task):
-    """(generator, discuss, verifier, ground-truth labeler): in this process, or as Ray actors wrapping the same
-    objects. `discuss(problems, step)` gives the step's transcripts."""
+@dataclass(frozen=True)
+class _Backends:
+    generator: Generator
+    discuss: Callable  # (problems, step) -> the step's transcripts
+    verifier: object  # .score(transcripts) -> (B, N, T) scores
+    labeler: LabelVerifier  # ground truth
+    updaters: Updaters | None  # None: the learner's own, in this process
+    recovery: Callable  # (learner, team) -> what restarts lost actors and rolls a step back (nothing in-process)
+
+
+def _backends(cfg: Config, team, task, policy, agents: list[int]) -> _Backends:
+    """In this process, or as Ray actors wrapping the same objects."""
     labeler = LabelVerifier(task)
     if cfg.backend == "ray":
-        from maporl.ray_backend import RayRolloutPool, RayVerifier
+        from maporl.ray_learners import RayRecovery, ray_backends
 
-        pool = RayRolloutPool(cfg)
+        pool, verifier, updaters = ray_backends(cfg, policy, agents)
 
         def discuss_on_workers(problems, step: int):
             return pool.discuss(problems, cfg.task.name, cfg.discussion, cfg.seed, step)
 
-        return pool, discuss_on_workers, RayVerifier(cfg), labeler
+        def recovery(learner, team):
+            return RayRecovery(pool, verifier, learner, team)
+
+        return _Backends(pool, discuss_on_workers, verifier, labeler, updaters, recovery)
     verifier = labeler if cfg.verifier.kind == "label" else build_verifier(cfg, task)
     generator = build_generator(cfg, team)
-    return generator, _discussing_here(cfg, task, generator), verifier, labeler
+    return _Backends(generator, _discussing_here(cfg, task, generator), verifier, labeler, None, _NoRecovery)
+
+
+class _NoRecovery:
+    """In one process nothing is lost without losing the run: the step is never redone."""
+
+    def __init__(self, learner, team):
+        pass
+
+    def begin(self) -> None:
+        pass
+
+    def recover(self) -> None:
+        pass
+
+
+def _redo_once(rollout_and_update: Callable, step: int, recover: Callable, save: Callable, run_dir: Path):
+    """`rollout_and_update(step)`; when a Ray actor is lost in it, restart it, roll the step back and redo it once. A
+    second loss stops the run with a checkpoint of the steps done, from which --resume continues exactly."""
+    try:
+        return rollout_and_update(step)
+    except WorkerLost as lost:
+        print(f"maporl: warning: {lost} in step {step + 1}; restarting it and redoing the step", file=sys.stderr)
+        recover()
+    try:
+        return rollout_and_update(step)
+    except WorkerLost as lost:
+        recover()
+        ckpt = save(step)
+        raise UsageError(
+            f"{lost} again in step {step + 1}; stopped with checkpoint {ckpt}: "
+            f"continue with `maporl train --resume {run_dir}`"
+        ) from None
 
 
 def _discussing_here(cfg: Config, task, generator):
