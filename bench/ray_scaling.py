@@ -8,6 +8,7 @@
 2. steps_per_min_ratio_ray_vs_local: co-training steps per minute of backend=ray (2 rollout workers, one learner
    actor per agent: 3, one torch thread each) / the in-process default (torch's own thread count), the default config,
    each run's median step time after its first step; the two take turns (target >= 1.1).
+   steps_per_min_ratio_async_vs_sync: the same Ray run with train.async_rollout=true / without.
 3. ray_startup_s: from `ray.init` to every actor (2 workers, 3 learners, verifier) answering; local_startup_s: the
    in-process team and generator, for contrast.
 Last line: one JSON object with those numbers and the per-round times.
@@ -93,12 +94,12 @@ def measure_training(backend: str, steps: int) -> dict:
     from maporl import trainer
     from maporl.config import load_config
 
-    extra = RAY if backend == "ray" else []
+    extra = {"local": [], "ray": RAY, "ray-async": [*RAY, "train.async_rollout=true"]}[backend]
     cfg = load_config(None, [*extra, f"train.max_steps={steps}", "train.eval_every=0", "train.checkpoint_every=0"])
     with tempfile.TemporaryDirectory() as tmp:
         trainer.train(cfg, Path(tmp), quiet=True, final_eval=False)
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
-    if backend == "ray":
+    if backend != "local":
         import ray
 
         ray.shutdown()
@@ -109,7 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--child", choices=["rollouts", "startup", "train-local", "train-ray"])
+    ap.add_argument("--child", choices=["rollouts", "startup", "train-local", "train-ray", "train-ray-async"])
     args = ap.parse_args()
     if args.child == "rollouts":
         print(json.dumps(measure_rollouts(args.rounds)))
@@ -130,21 +131,23 @@ def main() -> None:
     print(f"  ({tokens_per_s:.0f} tokens/s with 2 workers); ratio {rollout_ratio:.2f}")
     startup = child("--child", "startup")
     print(f"start-up: Ray {startup['ray_startup_s']:.1f} s, in-process {startup['local_startup_s']:.1f} s")
-    step_s: dict[str, list[float]] = {"local": [], "ray": []}
+    step_s: dict[str, list[float]] = {"local": [], "ray": [], "ray-async": []}
     for _ in range(args.rounds):
-        for backend in ("local", "ray"):
+        for backend in step_s:
             times = child("--child", f"train-{backend}", "--steps", str(args.steps))["step_s"][1:]
             step_s[backend].append(statistics.median(times))
             print(f"{backend}: median {step_s[backend][-1]:.2f} s/step over {len(times)} steps")
     median = {b: statistics.median(v) for b, v in step_s.items()}
-    steps_ratio = median["local"] / median["ray"]
+    steps_ratio, async_ratio = median["local"] / median["ray"], median["ray"] / median["ray-async"]
     print(f"steps/min: in-process {60 / median['local']:.1f}, Ray {60 / median['ray']:.1f}; ratio {steps_ratio:.2f}")
+    print(f"  Ray with train.async_rollout=true {60 / median['ray-async']:.1f}: {async_ratio:.2f} x the synchronous")
     print(f"took {time.time() - t_start:.0f} s")
     print(
         json.dumps(
             {
                 "rollout_ratio_2w_vs_1w": round(rollout_ratio, 3),
                 "steps_per_min_ratio_ray_vs_local": round(steps_ratio, 3),
+                "steps_per_min_ratio_async_vs_sync": round(async_ratio, 3),
                 "ray_startup_s": round(startup["ray_startup_s"], 1),
                 "local_startup_s": round(startup["local_startup_s"], 1),
                 "rollout_s": {w: [round(x, 2) for x in roll["seconds"][str(w)]] for w in (1, 2)},

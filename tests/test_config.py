@@ -59,6 +59,8 @@ def test_shipped_tiny_config_validates():
         ("model=3", "is a section"),
         ("num_agents", "not of the form section.key=value"),
         ("run_name=a/b", "without '/'"),
+        ("train.async_rollout=true", "it needs backend=ray"),
+        ("ray.gpus_per_learner=-1", "ray.gpus_per_learner >= 0"),
     ],
 )
 def test_bad_values_give_one_line_fix_it_errors(override, expected):

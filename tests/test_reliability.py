@@ -190,3 +190,29 @@ def test_repeated_nonfinite_stops_cleanly_with_a_checkpoint(monkeypatch, tmp_pat
     assert result["steps"] == 3  # step 1 fine, steps 2 and 3 non-finite for every agent: stop
     assert checkpoint.latest(tmp_path).name == "step_000003"
     assert (tmp_path / "eval.json").is_file()
+
+
+def test_a_checkpoint_with_one_optimizer_for_all_agents_loads_into_one_per_agent(tiny_model_dir):
+    """Checkpoints written before one optimizer per parameter group held one AdamW over every group in group order:
+    loading one gives each group its own parameters' moments, step counts and schedule."""
+    from maporl.learner import Learner
+    from maporl.policy import Policy
+    from maporl.team import build_team
+
+    cfg = tiny_cfg(tiny_model_dir)
+    learner = Learner(Policy(build_team(cfg, with_adapters=True), value_heads=False), cfg.algo, [0, 1], 10, 0)
+    params = [p for ps in learner.groups.values() for p in ps]
+    single = torch.optim.AdamW(params, lr=cfg.algo.lr, weight_decay=0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(single, lambda k: 0.5)
+    for k, p in enumerate(params):
+        p.grad = torch.full_like(p, float(k + 1))  # a different moment for every parameter
+    single.step()
+    schedule.step()
+    state = {"optimizer": single.state_dict(), "scheduler": schedule.state_dict()}
+    learner.load_state_dict(state | {"learner_rng": torch.Generator().manual_seed(3).get_state()})
+    for owner, group in learner.groups.items():
+        updater = learner.updaters.updaters[owner]
+        assert updater.scheduler.get_last_lr() == schedule.get_last_lr()
+        for p in group:
+            mine, old = updater.optimizer.state[p], single.state[p]
+            assert torch.equal(mine["exp_avg"], old["exp_avg"]) and torch.equal(mine["step"], old["step"])

@@ -163,6 +163,11 @@ class TrainConfig:
         "where metric rows go: metrics.jsonl always, plus tensorboard (RUN_DIR/tensorboard) and/or wandb "
         "(WANDB_MODE=offline works without network); e.g. train.report_to=[jsonl,tensorboard]",
     )
+    async_rollout: bool = opt(
+        False,
+        "backend=ray: start step k+1's discussions (with step k's weights) while step k updates; one step "
+        "off-policy, the update's ratio is taken against the sampler's log-probs",
+    )
 
 
 @dataclass(frozen=True)
@@ -307,6 +312,11 @@ class Config:
                 self.algo.name != "sft" or (self.backend == "local" and self.generation.backend == "hf"),
                 "algo.name=sft samples the untrained team beside the trained one: it needs backend=local and "
                 "generation.backend=hf",
+            ),
+            (
+                not self.train.async_rollout or (self.backend == "ray" and self.algo.name != "sft"),
+                "train.async_rollout=true overlaps the rollout workers with the learners: it needs backend=ray "
+                "(and an RL algo.name, not sft)",
             ),
             (self.verifier.timeout > 0, "verifier.timeout must be > 0 seconds"),
             (

@@ -59,6 +59,17 @@ def encode_episodes(
     )
 
 
+def sampled_logprobs(
+    transcripts: Sequence[Transcript], episodes: Sequence[tuple[int, int, int]], batch: EpisodeBatch
+) -> torch.Tensor:
+    """(E, L-1): the sampler's log-probability of every answer token at the position that scores it (0 elsewhere),
+    for `encode_episodes(..., episodes)`'s rows: the behaviour policy of an off-policy (asynchronous) rollout."""
+    out = torch.zeros(batch.answer_mask.shape)
+    for e, (b, i, t) in enumerate(episodes):
+        out[e, batch.answer_mask[e]] = torch.tensor(transcripts[b].answers[t][i].logprobs, dtype=torch.float32)
+    return out
+
+
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0, chunk: int = 1024):
     """log softmax(logits / temperature) at `index`: (..., V) logits, (...) index -> (...) float32.
 

@@ -58,18 +58,23 @@ def placement_group(cfg, learners: int):
         return {"CPU": r.cpus_per_actor} | ({"GPU": gpus} if gpus else {})
 
     bundles = [bundle(r.gpus_per_rollout_worker)] * r.rollout_workers + [bundle(r.gpus_per_learner)] * learners
+    have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+    workers, each = r.rollout_workers, bundle(r.gpus_per_rollout_worker)
+    short = UsageError(
+        f"the Ray cluster cannot place {workers} rollout worker(s) of {each} and {learners} learner(s) (one per "
+        f"trained adapter) of {bundle(r.gpus_per_learner)} (cluster: {have}); lower ray.rollout_workers, "
+        "ray.cpus_per_actor (fractions are fine: each actor still gets one thread), ray.gpus_per_rollout_worker or "
+        "ray.gpus_per_learner, or add nodes"
+    )
+    local = not (r.address or os.environ.get("RAY_ADDRESS"))
+    if local and any(sum(b.get(k, 0) for b in bundles) > have.get(k, 0) + 1e-9 for k in ("CPU", "GPU")):
+        raise short  # a cluster of this machine alone will not grow: no need to wait
     group = make_group([dict(b) for b in bundles], strategy="PACK")
     try:
         ray.get(group.ready(), timeout=r.start_timeout_s)
     except GetTimeoutError:
         remove_placement_group(group)
-        have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-        workers, each = r.rollout_workers, bundle(r.gpus_per_rollout_worker)
-        raise UsageError(
-            f"the Ray cluster cannot place {workers} rollout worker(s) of {each} and {learners} learner(s) of "
-            f"{bundle(r.gpus_per_learner)} (cluster: {have}); lower ray.rollout_workers, ray.cpus_per_actor, "
-            "ray.gpus_per_rollout_worker or ray.gpus_per_learner, or add nodes"
-        ) from None
+        raise short from None
     return group
 
 
@@ -191,11 +196,18 @@ class RayRolloutPool:
 
     def discuss(self, problems, task_name: str, discussion_cfg, seed: int, step: int) -> list:
         """Whole discussions, each on one worker: a contiguous shard of the problems per worker."""
+        return self.finish(self.start(problems, task_name, discussion_cfg, seed, step))
+
+    def start(self, problems, task_name: str, discussion_cfg, seed: int, step: int) -> list:
+        """`discuss` without waiting: the workers' calls (each worker runs its calls in order, so a later `sync`
+        reaches a worker after the discussions it was given before)."""
         shards = _shards(len(problems), len(self.workers))
-        calls = [
+        return [
             w.discuss.remote(list(problems[a:b]), task_name, discussion_cfg, seed, step, a)
             for w, (a, b) in zip(self.workers, shards, strict=False)
         ]
+
+    def finish(self, calls: list) -> list:
         return [tr for part in self.actors.get(calls) for tr in part]
 
     def sleep(self) -> None:

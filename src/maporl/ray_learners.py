@@ -8,10 +8,11 @@ optimizer steps at the same time, and share no gradients (their parameters are d
 pulls the groups' LoRA tensors and value heads (for checkpoints and the rollout workers' sync). An actor's
 micro-batches are the ones the in-process learner cuts, so both give bit for bit the same weights.
 
-Faults: before every step the driver asks each learner for a snapshot (weights, optimizer and schedule). The
-snapshots are objects the driver owns in the object store, so they outlive the actor. When an actor dies mid-step,
-`RayRecovery.recover` restarts every lost actor in its bundle, rolls every learner back to its snapshot, gives the
-rollout workers the step's starting weights under the step's starting version, and the trainer redoes the step.
+Faults: every step starts from a snapshot of each learner (weights, optimizer and schedule): the objects its last
+update returned beside its stats (one call per learner a step). They are objects the driver owns in the object
+store, so they outlive the actor. When an actor dies mid-step, `RayRecovery.recover` restarts every lost actor in its
+bundle, rolls every learner back to its snapshot, gives the rollout workers the step's starting weights under the
+step's starting version, and the trainer redoes the step.
 
 Out of scope, and where it would go: one agent's update spread over several GPUs (FSDP) would be a learner actor
 that is a group of actors over one adapter, with `AgentUpdater` wrapping an FSDP module; the driver side is unchanged.
@@ -71,18 +72,25 @@ class _LearnerWorker:
     def call(self, method: str, *args) -> Any:
         return getattr(self.updater, method)(*args)
 
+    def run(self, plan, step: int):
+        """The update, and what the driver needs after it without another call: the group's weights (to sync) and
+        its optimizer state (with the weights, the next step's snapshot). Called with num_returns=3."""
+        result = self.updater.run(plan, step)
+        return result, self.weights(), self.updater.state_dict()
+
     def weights(self) -> dict:
         return weights_of(self.policy, self.agents)
 
     def load_weights(self, weights: dict) -> None:
         load_weights(self.policy, weights)
 
-    def snapshot(self) -> dict:
-        return {"weights": self.weights(), "state": self.updater.state_dict()}
+    def snapshot(self):
+        """(weights, optimizer state); called with num_returns=2."""
+        return self.weights(), self.updater.state_dict()
 
-    def restore(self, snapshot: dict) -> None:
-        load_weights(self.policy, snapshot["weights"])
-        self.updater.load_state_dict(snapshot["state"])
+    def restore(self, weights: dict, state: dict) -> None:
+        load_weights(self.policy, weights)
+        self.updater.load_state_dict(state)
 
 
 class RayUpdaters:
@@ -101,31 +109,52 @@ class RayUpdaters:
             return cfg, o, members[o], total_steps, start
 
         self.actors = Actors(cfg, "learner", _LearnerWorker, args, len(self.owners), group, first_bundle)
+        self.snapshots: list | None = None  # per learner: (weights, optimizer state) object references
 
     def _actor(self, owner: int):
         return self.actors.handles[self.owners.index(owner)]
 
     def call(self, method: str, args: dict[int, tuple]) -> dict[int, Any]:
+        if method == "run":
+            return self._run(args)
         refs = {o: self._actor(o).call.remote(method, *a) for o, a in args.items()}
         values = self.actors.get(list(refs.values()))
+        if method not in ("old_policy", "state_dict"):
+            self.snapshots = None  # the learners' state changed
         return dict(zip(refs, values, strict=True))
 
+    def _run(self, args: dict[int, tuple]) -> dict[int, Any]:
+        """Every group's update at once; each also returns its weights and optimizer state as objects, which are the
+        next step's snapshot and what `pull` reads (one call per learner a step instead of three)."""
+        assert list(args) == self.owners, "an update runs every group"
+        refs = [self._actor(o).run.options(num_returns=3).remote(*args[o]) for o in self.owners]
+        results = self.actors.get([r[0] for r in refs])
+        self.snapshots = [(r[1], r[2]) for r in refs]
+        return dict(zip(self.owners, results, strict=True))
+
     def pull(self, policy: Policy) -> None:
-        for weights in self.actors.get([a.weights.remote() for a in self.actors.handles]):
+        refs = [w for w, _ in self.snapshots] if self.snapshots else [a.weights.remote() for a in self.actors.handles]
+        for weights in self.actors.get(refs):
             load_weights(policy, weights)
 
     def push(self, policy: Policy) -> None:
         ref = self.ray.put(weights_of(policy))
         self.actors.get([a.load_weights.remote(ref) for a in self.actors.handles])
+        self.snapshots = None
 
     def snapshot(self) -> list:
-        """Every learner's state as object references the driver owns (they outlive the actors)."""
-        return [a.snapshot.remote() for a in self.actors.handles]
+        """Every learner's (weights, optimizer state) as object references the driver owns (they outlive the
+        actors): those the last update returned, or new ones."""
+        if self.snapshots is None:
+            self.snapshots = [tuple(a.snapshot.options(num_returns=2).remote()) for a in self.actors.handles]
+        return self.snapshots
 
     def restore(self, snapshots: list) -> list[int]:
         """Restart lost learners, roll every learner back to its snapshot; the indices restarted."""
         lost = self.actors.restart_lost()
-        self.actors.get([a.restore.remote(s) for a, s in zip(self.actors.handles, snapshots, strict=True)])
+        calls = [a.restore.remote(w, st) for a, (w, st) in zip(self.actors.handles, snapshots, strict=True)]
+        self.actors.get(calls)
+        self.snapshots = snapshots  # still the learners' state
         return lost
 
 

@@ -35,7 +35,7 @@ from maporl.errors import UsageError, WorkerLost
 from maporl.evaluate import evaluate_team
 from maporl.generation import Generator
 from maporl.learner import Learner, Updaters
-from maporl.policy import encode_episodes, policy_for
+from maporl.policy import encode_episodes, policy_for, sampled_logprobs
 from maporl.records import TrainBatch, answer_grid
 from maporl.rewards import incentive_counts, step_rewards
 from maporl.rundir import save_config, write_transcripts
@@ -62,14 +62,14 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
     agents = list(cfg.train.agents) or list(range(n))
     # The generator samples from the trained policies; `discuss` runs a step's discussions and the updaters update
     # the agents (with backend=ray: sharded over rollout worker actors, and one learner actor per adapter).
-    b = _backends(cfg, team, task, policy, agents)
-    generator, discuss, verifier, labeler = b.generator, b.discuss, b.verifier, b.labeler
+    backends = _backends(cfg, team, task, policy, agents)
+    generator, discuss, verifier, labeler = backends.generator, backends.discuss, backends.verifier, backends.labeler
     sft = cfg.algo.name == "sft"
     rollout_generator = build_generator(cfg, team.untrained()) if sft else generator
     if sft:  # naive SFT samples the untrained team (backend=local only, config.py checks)
         discuss = _discussing_here(cfg, task, rollout_generator)
-    learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed, b.updaters)
-    recovery = b.recovery(learner, team)
+    learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed, backends.updaters)
+    recovery = backends.recovery(learner, team)
     slots = [(i, t) for i in agents for t in (cfg.train.turns or range(turns))]
     tokenizers = [team.tokenizer(i) for i in range(n)]
     start_step = 0
@@ -98,12 +98,18 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
         yield
         timings[f"time/{phase}"] = time.time() - t0
 
+    ahead: dict[int, Callable] = {}  # train.async_rollout: a step's discussions, started before the update before it
+
     def rollout_and_update(step: int):
         """One step up to and including the update and the weight sync (what a lost Ray actor makes us redo)."""
         with timed("generation"):
             problems, rollouts = step_problems(cfg, task, step)
-            transcripts = discuss(rollouts, step)
-            _check_fresh(transcripts, rollout_generator.weights_version)
+            early = ahead.pop(step, None)
+            transcripts = early() if early else discuss(rollouts, step)
+            # Started before the last update, they were sampled with the weights before it: one version back.
+            _check_fresh(transcripts, rollout_generator.weights_version - (early is not None))
+            if cfg.train.async_rollout and step + 1 < cfg.train.max_steps:
+                ahead[step + 1] = backends.start(step_problems(cfg, task, step + 1)[1], step + 1)
             rollout_generator.sleep()  # vLLM hands the GPU to the update; `sync` below wakes it
         with timed("scoring"):
             labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
@@ -116,10 +122,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             episodes = [(b, i, t) for b in kept.nonzero().flatten().tolist() for i, t in slots]
             batch = encode_episodes(tokenizers, transcripts, episodes)
             old_logp, old_values, ref_logp = learner.old_policy(batch)
+            if cfg.train.async_rollout:  # the behaviour policy: the sampler's, one update behind the learners'
+                old_logp = sampled_logprobs(transcripts, episodes, batch)
             advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp)
             stats = learner.update(TrainBatch(batch, advantages, returns, old_logp, old_values, ref_logp), step + 1)
             generator.sync(team)
         return transcripts, labels, valid, rewards, correct, kept, stats
+
+    def recover():
+        """After a lost Ray actor: restart it, roll the step back; the redone step samples its own discussions."""
+        ahead.clear()
+        recovery.recover()
 
     with tracker, progress(cfg.train.max_steps - start_step, "train", quiet=quiet) as bar:
         for step in range(start_step, cfg.train.max_steps):
@@ -127,7 +140,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             if cfg.train.minutes and time.time() - started > 60 * cfg.train.minutes:
                 break
             recovery.begin()
-            out = _redo_once(rollout_and_update, step, recovery.recover, save, run_dir)
+            out = _redo_once(rollout_and_update, step, recover, save, run_dir)
             transcripts, labels, valid, rewards, correct, kept, stats = out
 
             row = {"step": step + 1, **timings, "time/step": sum(timings.values()), **stats}
@@ -172,6 +185,7 @@ class _Backends:
     labeler: LabelVerifier  # ground truth
     updaters: Updaters | None  # None: the learner's own, in this process
     recovery: Callable  # (learner, team) -> what restarts lost actors and rolls a step back (nothing in-process)
+    start: Callable | None = None  # (problems, step) -> a call that waits for their transcripts (Ray only)
 
 
 def _backends(cfg: Config, team, task, policy, agents: list[int]) -> _Backends:
@@ -188,7 +202,11 @@ def _backends(cfg: Config, team, task, policy, agents: list[int]) -> _Backends:
         def recovery(learner, team):
             return RayRecovery(pool, verifier, learner, team)
 
-        return _Backends(pool, discuss_on_workers, verifier, labeler, updaters, recovery)
+        def start(problems, step: int):
+            calls = pool.start(problems, cfg.task.name, cfg.discussion, cfg.seed, step)
+            return lambda: pool.finish(calls)
+
+        return _Backends(pool, discuss_on_workers, verifier, labeler, updaters, recovery, start)
     verifier = labeler if cfg.verifier.kind == "label" else build_verifier(cfg, task)
     generator = build_generator(cfg, team)
     return _Backends(generator, _discussing_here(cfg, task, generator), verifier, labeler, None, _NoRecovery)
