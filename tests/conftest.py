@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -160,3 +161,77 @@ def answer_batch(team, agents: int):
     tr = Transcript(Problem("p", "What is 1+2-0?", "3", "t"), (answers,))
     episodes = encode_episodes(team.tokenizer(0), [tr], [(0, i, 0) for i in range(agents)])
     return TrainBatch(episodes, episodes.answer_mask.float(), None, None, None, None)
+
+
+# backend=ray: the run both Ray test files compare with in-process (test_ray.py, test_ray_faults.py).
+
+
+@pytest.fixture
+def one_thread():
+    """The rollout actors run ray.cpus_per_actor (1) torch threads; the driver must too for the same kernels, and so
+    the same sampled tokens, as in-process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# 3 agents (3 learner actors), 2 rollout workers, 3 steps; PPO with a KL term, so value heads train and weights move
+# even where every answer scores the same. Generation one row at a time: a worker's shard is then generated in the
+# same batches as in-process, and the sampler's log-probs too are bit for bit the same.
+EQUIVALENCE = [
+    "discussion.num_agents=3",
+    "train.max_steps=3",
+    "train.problems_per_step=3",
+    "train.checkpoint_every=1",
+    "algo.name=ppo",
+    "algo.kl_coef=0.01",
+    "generation.batch_size=1",
+]
+ON_RAY = ["backend=ray", "ray.rollout_workers=2", "ray.cpus_per_actor=0.25"]  # 5 actors on 2 CPUs
+
+
+def ray_run(cfg, out, resume=False):
+    out.mkdir(parents=True, exist_ok=True)
+    from maporl import trainer
+
+    trainer.train(cfg, out, resume=resume, quiet=True)
+    return outputs(out)
+
+
+def outputs(out) -> dict:
+    """What must not depend on the backend: metrics (times aside), every step's transcripts, the final weights."""
+    from safetensors.torch import load_file
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ckpt = sorted((out / "checkpoints").glob("step_*"))[-1]
+    return {
+        "metrics": [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows],
+        "transcripts": {p.name: p.read_text() for p in sorted((out / "transcripts").glob("*.jsonl"))},
+        "adapters": {p.name: load_file(p) for p in sorted(ckpt.glob("adapter_*.safetensors"))},
+        "value_heads": torch.load(ckpt / "value_heads.pt") if (ckpt / "value_heads.pt").is_file() else {},
+        "step": ckpt.name,
+    }
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a["step"] == b["step"]
+    assert a["transcripts"] == b["transcripts"]  # token ids, log-probs, weights versions
+    assert a["metrics"] == b["metrics"]  # rewards, accuracies, losses, gradient norms: equal, not close
+    for part in ("adapters", "value_heads"):
+        assert a[part].keys() == b[part].keys()
+    for f in a["adapters"]:
+        assert a["adapters"][f].keys() == b["adapters"][f].keys()
+        assert all(torch.equal(a["adapters"][f][k], b["adapters"][f][k]) for k in a["adapters"][f])
+    assert all(torch.equal(a["value_heads"][k], b["value_heads"][k]) for k in a["value_heads"])
+
+
+@pytest.fixture(scope="module")
+def in_process(tiny_model_dir, tmp_path_factory):
+    """The in-process run every Ray run of a module must reproduce bit for bit (once per module)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return ray_run(tiny_cfg(tiny_model_dir, *EQUIVALENCE), tmp_path_factory.mktemp("local"))
+    finally:
+        torch.set_num_threads(before)

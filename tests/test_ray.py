@@ -1,88 +1,18 @@
 """backend=ray: rollout workers, one learner actor per adapter and the verifier as Ray actors give bit for bit the
-in-process run (the driver loop is the same); lost actors are restarted and the step redone; placement and stale
-weights are one-line errors."""
+in-process run (the driver loop is the same); asynchronous rollouts; placement, GPU requests, two nodes; stale weights
+and short clusters are one-line errors. Lost actors: test_ray_faults.py."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
-from conftest import tiny_cfg
+from conftest import EQUIVALENCE, ON_RAY, assert_same, ray_run, tiny_cfg
 
 from maporl import trainer
 from maporl.config import with_overrides
 
-pytestmark = pytest.mark.ray
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The rollout actors run ray.cpus_per_actor (1) torch threads; the driver must too for the same kernels, and so
-    the same sampled tokens, as in-process."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-# 3 agents (3 learner actors), 2 rollout workers, 3 steps; PPO with a KL term, so value heads train and weights move
-# even where every answer scores the same. Generation one row at a time: a worker's shard is then generated in the
-# same batches as in-process, and the sampler's log-probs too are bit for bit the same.
-EQUIVALENCE = [
-    "discussion.num_agents=3",
-    "train.max_steps=3",
-    "train.problems_per_step=3",
-    "train.checkpoint_every=1",
-    "algo.name=ppo",
-    "algo.kl_coef=0.01",
-    "generation.batch_size=1",
-]
-ON_RAY = ["backend=ray", "ray.rollout_workers=2", "ray.cpus_per_actor=0.25"]  # 5 actors on 2 CPUs
-
-
-def run(cfg, out, resume=False):
-    out.mkdir(parents=True, exist_ok=True)
-    trainer.train(cfg, out, resume=resume, quiet=True)
-    return outputs(out)
-
-
-def outputs(out) -> dict:
-    """What must not depend on the backend: metrics (times aside), every step's transcripts, the final weights."""
-    from safetensors.torch import load_file
-
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    ckpt = sorted((out / "checkpoints").glob("step_*"))[-1]
-    return {
-        "metrics": [{k: v for k, v in row.items() if not k.startswith("time/")} for row in rows],
-        "transcripts": {p.name: p.read_text() for p in sorted((out / "transcripts").glob("*.jsonl"))},
-        "adapters": {p.name: load_file(p) for p in sorted(ckpt.glob("adapter_*.safetensors"))},
-        "value_heads": torch.load(ckpt / "value_heads.pt") if (ckpt / "value_heads.pt").is_file() else {},
-        "step": ckpt.name,
-    }
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a["step"] == b["step"]
-    assert a["transcripts"] == b["transcripts"]  # token ids, log-probs, weights versions
-    assert a["metrics"] == b["metrics"]  # rewards, accuracies, losses, gradient norms: equal, not close
-    for part in ("adapters", "value_heads"):
-        assert a[part].keys() == b[part].keys()
-    for f in a["adapters"]:
-        assert a["adapters"][f].keys() == b["adapters"][f].keys()
-        assert all(torch.equal(a["adapters"][f][k], b["adapters"][f][k]) for k in a["adapters"][f])
-    assert all(torch.equal(a["value_heads"][k], b["value_heads"][k]) for k in a["value_heads"])
-
-
-@pytest.fixture(scope="module")
-def in_process(tiny_model_dir, tmp_path_factory):
-    """The in-process run every Ray run below must reproduce bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run(tiny_cfg(tiny_model_dir, *EQUIVALENCE), tmp_path_factory.mktemp("local"))
-    finally:
-        torch.set_num_threads(before)
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread")]
 
 
 def test_two_workers_and_three_learners_give_the_in_process_run(tmp_path, tiny_model_dir, in_process):
@@ -90,7 +20,7 @@ def test_two_workers_and_three_learners_give_the_in_process_run(tmp_path, tiny_m
     per agent give the same transcripts, rewards, metrics and final adapters and value heads as one process."""
     ray = pytest.importorskip("ray")
     try:
-        on_ray = run(tiny_cfg(tiny_model_dir, *EQUIVALENCE, *ON_RAY), tmp_path / "ray")
+        on_ray = ray_run(tiny_cfg(tiny_model_dir, *EQUIVALENCE, *ON_RAY), tmp_path / "ray")
     finally:
         ray.shutdown()
     assert_same(in_process, on_ray)
@@ -103,56 +33,13 @@ def test_two_workers_and_three_learners_give_the_in_process_run(tmp_path, tiny_m
 def test_a_shared_adapter_has_one_learner_and_gives_the_in_process_run(tmp_path, tiny_model_dir):
     ray = pytest.importorskip("ray")
     common = ["discussion.adapters=shared", "algo.kl_coef=0.01", "train.checkpoint_every=1", "generation.batch_size=1"]
-    local = run(tiny_cfg(tiny_model_dir, *common), tmp_path / "local")
+    local = ray_run(tiny_cfg(tiny_model_dir, *common), tmp_path / "local")
     try:
-        on_ray = run(tiny_cfg(tiny_model_dir, *common, "backend=ray", "ray.cpus_per_actor=0.5"), tmp_path / "ray")
+        on_ray = ray_run(tiny_cfg(tiny_model_dir, *common, "backend=ray", "ray.cpus_per_actor=0.5"), tmp_path / "ray")
     finally:
         ray.shutdown()
     assert_same(local, on_ray)
     assert list(on_ray["adapters"]) == ["adapter_shared.safetensors"]
-
-
-@pytest.mark.parametrize("point", ["generation", "update"])
-def test_an_actor_killed_mid_step_is_restarted_and_the_step_redone(
-    monkeypatch, tmp_path, tiny_model_dir, in_process, point, capsys
-):
-    """SIGKILL a rollout worker between discussion turns, or a learner between backward and optimizer step, in step
-    2: the actor is restarted, every learner rolled back, the step redone; the run ends as if nothing happened."""
-    ray = pytest.importorskip("ray")
-    # Set before Ray starts, so every actor inherits it; step 2's points run in the actors only (the driver's final
-    # evaluation runs at step 3).
-    monkeypatch.setenv("MAPORL_KILL_AT", f"{point}:2")
-    monkeypatch.setenv("MAPORL_KILL_ONCE", str(tmp_path / "killed"))
-    try:
-        on_ray = run(tiny_cfg(tiny_model_dir, *EQUIVALENCE, *ON_RAY), tmp_path / "ray")
-    finally:
-        ray.shutdown()
-    assert (tmp_path / "killed").exists()  # an actor did die
-    role = "rollout worker" if point == "generation" else "learner"
-    assert f"a Ray {role} actor died" in capsys.readouterr().err
-    assert_same(in_process, on_ray)
-
-
-def test_an_actor_lost_twice_stops_with_a_checkpoint_and_resume_continues_exactly(
-    monkeypatch, tmp_path, tiny_model_dir, in_process
-):
-    ray = pytest.importorskip("ray")
-    from maporl.errors import UsageError
-
-    cfg = tiny_cfg(tiny_model_dir, *EQUIVALENCE, *ON_RAY)
-    monkeypatch.setenv("MAPORL_KILL_AT", "update:2")  # every learner dies there, the restarted ones too
-    try:
-        with pytest.raises(UsageError, match="again in step 2; stopped with checkpoint .*step_000001") as e:
-            run(cfg, tmp_path / "ray")
-        assert "\n" not in str(e.value) and "--resume" in str(e.value)
-    finally:
-        ray.shutdown()
-    monkeypatch.delenv("MAPORL_KILL_AT")
-    try:
-        resumed = run(cfg, tmp_path / "ray", resume=True)
-    finally:
-        ray.shutdown()
-    assert_same(in_process, resumed)
 
 
 def test_async_rollouts_sample_one_update_behind_and_correct_for_it(tmp_path, tiny_model_dir):
@@ -160,7 +47,7 @@ def test_async_rollouts_sample_one_update_behind_and_correct_for_it(tmp_path, ti
     before it; the update's ratio is taken against the sampler's log-probs (1 on step 1, off 1 once behind)."""
     ray = pytest.importorskip("ray")
     try:
-        run(tiny_cfg(tiny_model_dir, *EQUIVALENCE, *ON_RAY, "train.async_rollout=true"), tmp_path / "ray")
+        ray_run(tiny_cfg(tiny_model_dir, *EQUIVALENCE, *ON_RAY, "train.async_rollout=true"), tmp_path / "ray")
     finally:
         ray.shutdown()
     steps = sorted((tmp_path / "ray" / "transcripts").glob("step_*.jsonl"))
