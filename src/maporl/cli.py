@@ -131,7 +131,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--task", help="training and evaluation task (task.name, default arith_chain)")
     r.add_argument("--transfer-task", help="unseen task to evaluate on (reproduce.transfer_task, arith_word_unseen)")
     r.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (reproduce.seeds, default 0)")
-    r.add_argument("--methods", help="comma-separated subset of: " + ", ".join(get_args(ReproduceMethod)))
+    r.add_argument(
+        "--methods",
+        help="comma-separated subset of: " + ", ".join(get_args(ReproduceMethod)) + "; or all (with the ablations)",
+    )
     r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
     r.add_argument("--config", help="YAML config the trained methods start from (default: configs/tiny.yaml)")
     r.add_argument("--resume", action="store_true", help="keep the methods already evaluated in --out, run the rest")
@@ -314,6 +317,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
     if args.seeds is not None and not all(x.strip().lstrip("-").isdigit() for x in args.seeds.split(",")):
         raise UsageError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2")
+    if args.methods is not None and args.methods.strip() == "all":
+        args.methods = ",".join(get_args(ReproduceMethod))
     for name in ("seeds", "methods"):  # comma-separated on the command line, a list in the config
         if getattr(args, name) is not None:
             setattr(args, name, f"[{getattr(args, name)}]")

@@ -21,13 +21,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import statistics
 import time
 import typing
 from pathlib import Path
 
-from maporl.claims import SAME_PROBLEMS, claims_markdown, measure_claims
+from maporl.claims import SAME_PROBLEMS, measure_claims
 from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
+from maporl.results_tables import per_seed, results_markdown, summarize
 
 # Table order (as `reproduce.methods` lists them); SAME_PROBLEMS runs after maporl, whose step count it takes.
 ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
@@ -61,10 +61,31 @@ def _evaluate(cfg: Config, ckpt: Path | None, task_name: str, out: Path) -> dict
     return metrics
 
 
+def run_stats(run: Path) -> dict:
+    """A finished training run's steps and mean seconds per step, from its metrics.jsonl ({} without one: the
+    untrained team, or a run whose large files were not kept)."""
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        return {}
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    timed = [r for r in rows if "time/step" in r]
+    if not timed:
+        return {}
+    mean = sum(r["time/step"] for r in timed) / len(timed)
+    return {"steps": max(r["step"] for r in timed), "sec_per_step": round(mean, 3)}
+
+
+def _stats(record: dict) -> dict:
+    """The steps and seconds per step a done.json holds (none for the untrained team)."""
+    return {k: record[k] for k in ("steps", "sec_per_step") if k in record}
+
+
 def steps_trained(run: Path) -> int:
-    """Training steps a finished run took (its last metrics row with a step time)."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return max((r["step"] for r in rows if "time/step" in r), default=0)
+    """Training steps a finished run took: from its done.json (which is all a comparison kept in git has), else
+    from its metrics.jsonl."""
+    done = run / "done.json"
+    saved = json.loads(done.read_text()).get("steps") if done.is_file() else None
+    return saved if saved is not None else run_stats(run).get("steps", 0)
 
 
 def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0) -> tuple[Path, Config]:
@@ -79,86 +100,6 @@ def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0)
     save_config(run_dir, train_cfg)
     result = trainer.train(train_cfg, run_dir, quiet=quiet, final_eval=False)
     return result["checkpoint"], team_config(cfg, to_dict(train_cfg))  # a lone agent sits in every seat
-
-
-def summarize(per_seed: list[dict]) -> dict:
-    """Mean and std over seeds of every per-turn metric list (`any_correct_per_turn` only where every seed has it:
-    eval.json files written before it existed lack it), and per behaviour its opportunities summed over seeds and
-    its rate over them, per turn t >= 1 (where every seed has the behaviours)."""
-    out: dict = {}
-    if all("behaviour" in m for m in per_seed):
-        out["behaviour"] = {
-            name: {
-                key: [sum(c) for c in zip(*[m["behaviour"][name][key] for m in per_seed], strict=True)]
-                for key in ("count_per_turn", "events_per_turn")
-            }
-            for name in per_seed[0]["behaviour"]
-        }
-    keys = ["acc_per_turn", "majority_per_turn", "wrong_to_right", "right_to_wrong"]
-    if all("any_correct_per_turn" in m for m in per_seed):
-        keys.append("any_correct_per_turn")
-    for key in keys:
-        columns = list(zip(*[m[key] for m in per_seed], strict=True))
-        out[key.replace("_per_turn", "") + "_mean"] = [statistics.mean(c) for c in columns]
-        out[key.replace("_per_turn", "") + "_std"] = [statistics.pstdev(c) for c in columns]
-    return out
-
-
-def behaviour_markdown(results: dict) -> list[str]:
-    """Per method, each behaviour's rate at turns 1..T-1 on the train task (seeds pooled), with its opportunities."""
-    methods = {
-        m: r["train_task"]["behaviour"] for m, r in results["methods"].items() if "behaviour" in r["train_task"]
-    }
-    if not methods:
-        return []
-    names = list(next(iter(methods.values())))
-    lines = [
-        "### Behaviours (train task; rate at turns 1, 2, … with its opportunities, pooled over seeds)\n",
-        "| method | " + " | ".join(n.replace("_", " ") for n in names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for method, b in methods.items():
-        cells = []
-        for name in names:
-            turns = zip(b[name]["events_per_turn"], b[name]["count_per_turn"], strict=True)
-            cells.append(" / ".join(f"{100 * e / n:.0f}% ({n})" if n else "– (0)" for e, n in turns))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += ["", "Definitions: docs/metrics.md (behaviours).", ""]
-    return lines
-
-
-def results_markdown(results: dict) -> str:
-    lines = []
-    for task_key in ("train_task", "transfer_task"):
-        turns = len(next(iter(results["methods"].values()))[task_key]["acc_mean"])
-        lines.append(f"### {results[task_key]} ({task_key.replace('_', ' ')})\n")
-        head = "| method | " + " | ".join(f"turn {t}" for t in range(turns)) + " | final − turn 0 | majority (final) |"
-        head += " wrong→right | right→wrong | ≥ 1 right (turn 0) |"
-        lines += [head, "|---" * (turns + 6) + "|"]
-        for method, m in results["methods"].items():
-            s = m[task_key]
-            cells = [f"{100 * a:.1f} ± {100 * d:.1f}" for a, d in zip(s["acc_mean"], s["acc_std"], strict=True)]
-            gain = 100 * (s["acc_mean"][-1] - s["acc_mean"][0])
-            w2r, r2w = sum(s["wrong_to_right_mean"]), sum(s["right_to_wrong_mean"])
-            ceiling = f"{100 * s['any_correct_mean'][0]:.1f}" if "any_correct_mean" in s else "–"
-            lines.append(
-                f"| {method} | " + " | ".join(cells) + f" | {gain:+.1f} | {100 * s['majority_mean'][-1]:.1f} | "
-                f"{100 * w2r:.1f} | {100 * r2w:.1f} | {ceiling} |"
-            )
-        lines.append("")
-    lines += claims_markdown(results.get("claims", []))
-    lines += behaviour_markdown(results)
-    same = f" ({SAME_PROBLEMS}: as many steps as maporl)" if SAME_PROBLEMS in results["methods"] else ""
-    if "seeds_done" in results:
-        done = ", ".join(f"{m} {n}" for m, n in results["seeds_done"].items())
-        lines.append(f"**Partial: the run is still going or was cut off.** Seeds evaluated so far: {done}.\n")
-    lines.append(
-        f"Seeds {results['seeds']}; {results['budget_min']} min of training per method{same}; "
-        f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
-        "share of answers over all turn pairs; ≥ 1 right: problems where at least one agent is right at turn 0, the "
-        "most a discussion can recover; – where an evaluation predates that metric)."
-    )
-    return "\n".join(lines) + "\n"
 
 
 def _settings(cfg: Config) -> str:
@@ -204,6 +145,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
     saved.write_text(_settings(base))
     started, earlier_minutes = time.time(), 0.0  # minutes of the (seed, method) runs read back, when resuming
     scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
+    runs: dict[str, list[dict]] = {m: [] for m in methods}  # per seed: its steps and seconds per step
 
     def tables(partial: bool) -> dict:
         """Write results.json and results.md over the seeds evaluated so far (`seeds_done`, marked partial, until
@@ -216,7 +158,9 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
             "budget_min": r.budget_min,
             "eval_problems": base.eval.num_problems,
             "minutes": round(earlier_minutes + (time.time() - started) / 60, 1),
-            "methods": {m: {k: summarize(v) for k, v in scores[m].items()} for m in ran},
+            "methods": {
+                m: {k: summarize(v) for k, v in scores[m].items()} | per_seed(scores[m], runs[m]) for m in ran
+            },
             "claims": measure_claims({m: scores[m] for m in ran}),
         }
         if partial:
@@ -231,7 +175,12 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
             run = out / method / f"seed{seed}"
             done = run / "done.json"
             if resume and done.is_file():
-                earlier_minutes += json.loads(done.read_text()).get("minutes", 0.0)
+                record = json.loads(done.read_text())
+                if "steps" not in record and run_stats(run):  # written before done.json kept the step count
+                    record |= run_stats(run)
+                    done.write_text(json.dumps(record))
+                earlier_minutes += record.get("minutes", 0.0)
+                runs[method].append({"seed": seed, **_stats(record)})
                 for key in scores[method]:
                     scores[method][key].append(json.loads((run / f"eval_{key}" / "eval.json").read_text()))
                 if not quiet:
@@ -254,9 +203,9 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
                     accs = " / ".join(f"{100 * a:.1f}" for a in m["acc_per_turn"])
                     print(f"  {method:<29} {name:<14} {accs}")
             minutes = round((time.time() - method_started) / 60, 1)
-            done.write_text(
-                json.dumps({"method": method, "seed": seed, "budget_min": r.budget_min, "minutes": minutes})
-            )
+            record = {"method": method, "seed": seed, "budget_min": r.budget_min, "minutes": minutes, **run_stats(run)}
+            done.write_text(json.dumps(record))
+            runs[method].append({"seed": seed, **_stats(record)})
             tables(partial=True)  # after every run: a comparison of hours shows its numbers, and keeps them if cut off
     results = tables(partial=False)
     write_report(out)

@@ -1,0 +1,126 @@
+"""The tables of `maporl reproduce`: per-method summaries over seeds, and results.md (accuracy per turn, the claims
+with their paired intervals, behaviours, and each seed's run)."""
+
+from __future__ import annotations
+
+import statistics
+
+from maporl.claims import SAME_PROBLEMS, claims_markdown
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """Mean and std over seeds of every per-turn metric list (`any_correct_per_turn` only where every seed has it:
+    eval.json files written before it existed lack it), and per behaviour its opportunities summed over seeds and
+    its rate over them, per turn t >= 1 (where every seed has the behaviours)."""
+    out: dict = {}
+    if all("behaviour" in m for m in per_seed):
+        out["behaviour"] = {
+            name: {
+                key: [sum(c) for c in zip(*[m["behaviour"][name][key] for m in per_seed], strict=True)]
+                for key in ("count_per_turn", "events_per_turn")
+            }
+            for name in per_seed[0]["behaviour"]
+        }
+    keys = ["acc_per_turn", "majority_per_turn", "wrong_to_right", "right_to_wrong"]
+    if all("any_correct_per_turn" in m for m in per_seed):
+        keys.append("any_correct_per_turn")
+    for key in keys:
+        columns = list(zip(*[m[key] for m in per_seed], strict=True))
+        out[key.replace("_per_turn", "") + "_mean"] = [statistics.mean(c) for c in columns]
+        out[key.replace("_per_turn", "") + "_std"] = [statistics.pstdev(c) for c in columns]
+    return out
+
+
+def per_seed(scores: dict[str, list[dict]], runs: list[dict]) -> dict:
+    """A method's accuracy per turn on both tasks, steps and seconds per step, seed by seed (in run order)."""
+    rows = [
+        {**run, "train_task": train["acc_per_turn"], "transfer_task": transfer["acc_per_turn"]}
+        for run, train, transfer in zip(runs, scores["train_task"], scores["transfer_task"], strict=True)
+    ]
+    return {"per_seed": rows}
+
+
+def per_seed_markdown(results: dict) -> list[str]:
+    """Per method and seed: train-task accuracy per turn (steps, seconds per step), transfer task's final turn."""
+    seeds = sorted({row["seed"] for m in results["methods"].values() for row in m.get("per_seed", [])})
+    if not seeds:
+        return []
+    lines = [
+        f"Per seed ({results['train_task']} turn 0 / 1 / …, steps and mean seconds per step; then "
+        f"{results['transfer_task']} final turn):\n",
+        "| method | " + " | ".join(f"seed {s} | transfer" for s in seeds) + " |",
+        "|---" * (2 * len(seeds) + 1) + "|",
+    ]
+    for method, m in results["methods"].items():
+        by_seed = {row["seed"]: row for row in m.get("per_seed", [])}
+        cells = []
+        for s in seeds:
+            row = by_seed.get(s)
+            if row is None:
+                cells += ["–", "–"]
+                continue
+            run = f" ({row['steps']:,} steps, {row['sec_per_step']:.2f} s)" if "steps" in row else ""
+            cells += [
+                " / ".join(f"{100 * a:.1f}" for a in row["train_task"]) + run,
+                f"{100 * row['transfer_task'][-1]:.1f}",
+            ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def behaviour_markdown(results: dict) -> list[str]:
+    """Per method, each behaviour's rate at turns 1..T-1 on the train task (seeds pooled), with its opportunities."""
+    methods = {
+        m: r["train_task"]["behaviour"] for m, r in results["methods"].items() if "behaviour" in r["train_task"]
+    }
+    if not methods:
+        return []
+    names = list(next(iter(methods.values())))
+    lines = [
+        "### Behaviours (train task; rate at turns 1, 2, … with its opportunities, pooled over seeds)\n",
+        "| method | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for method, b in methods.items():
+        cells = []
+        for name in names:
+            turns = zip(b[name]["events_per_turn"], b[name]["count_per_turn"], strict=True)
+            cells.append(" / ".join(f"{100 * e / n:.0f}% ({n})" if n else "– (0)" for e, n in turns))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Definitions: docs/metrics.md (behaviours).", ""]
+    return lines
+
+
+def results_markdown(results: dict) -> str:
+    lines = []
+    for task_key in ("train_task", "transfer_task"):
+        turns = len(next(iter(results["methods"].values()))[task_key]["acc_mean"])
+        lines.append(f"### {results[task_key]} ({task_key.replace('_', ' ')})\n")
+        head = "| method | " + " | ".join(f"turn {t}" for t in range(turns)) + " | final − turn 0 | majority (final) |"
+        head += " wrong→right | right→wrong | ≥ 1 right (turn 0) |"
+        lines += [head, "|---" * (turns + 6) + "|"]
+        for method, m in results["methods"].items():
+            s = m[task_key]
+            cells = [f"{100 * a:.1f} ± {100 * d:.1f}" for a, d in zip(s["acc_mean"], s["acc_std"], strict=True)]
+            gain = 100 * (s["acc_mean"][-1] - s["acc_mean"][0])
+            w2r, r2w = sum(s["wrong_to_right_mean"]), sum(s["right_to_wrong_mean"])
+            ceiling = f"{100 * s['any_correct_mean'][0]:.1f}" if "any_correct_mean" in s else "–"
+            lines.append(
+                f"| {method} | " + " | ".join(cells) + f" | {gain:+.1f} | {100 * s['majority_mean'][-1]:.1f} | "
+                f"{100 * w2r:.1f} | {100 * r2w:.1f} | {ceiling} |"
+            )
+        lines.append("")
+    lines += claims_markdown(results.get("claims", []))
+    lines += behaviour_markdown(results)
+    lines += per_seed_markdown(results)
+    same = f" ({SAME_PROBLEMS}: as many steps as maporl)" if SAME_PROBLEMS in results["methods"] else ""
+    if "seeds_done" in results:
+        done = ", ".join(f"{m} {n}" for m, n in results["seeds_done"].items())
+        lines.append(f"**Partial: the run is still going or was cut off.** Seeds evaluated so far: {done}.\n")
+    lines.append(
+        f"Seeds {results['seeds']}; {results['budget_min']} min of training per method{same}; "
+        f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
+        "share of answers over all turn pairs; ≥ 1 right: problems where at least one agent is right at turn 0, the "
+        "most a discussion can recover; – where an evaluation predates that metric)."
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,193 @@
+"""`maporl reproduce` with fake training and evaluation: its tables, partial results, resuming, the incentive arms,
+and the per-seed record a comparison kept in git resumes from."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from maporl.config import load_config
+
+
+def test_summarize_over_seeds_by_hand():
+    from maporl.reproduce import summarize
+
+    def seed(acc: list[float], any_right: list[float] | None) -> dict:
+        m = {"acc_per_turn": acc, "majority_per_turn": acc, "wrong_to_right": [0.1], "right_to_wrong": [0.3]}
+        return m | ({"any_correct_per_turn": any_right} if any_right else {})
+
+    s = summarize([seed([0.4, 0.5], [0.6, 0.7]), seed([0.6, 0.7], [0.8, 0.7])])
+    assert s["acc_mean"] == pytest.approx([0.5, 0.6]) and s["acc_std"] == pytest.approx([0.1, 0.1])
+    assert s["any_correct_mean"] == pytest.approx([0.7, 0.7]) and s["any_correct_std"] == pytest.approx([0.1, 0.0])
+    assert "any_correct_mean" not in summarize([seed([0.4, 0.5], [0.6, 0.7]), seed([0.6, 0.7], None)])
+
+
+def _fake_runs(monkeypatch, fake_train, accuracy: dict[str, float]) -> None:
+    """`reproduce` with `fake_train` and evaluations that score each method `accuracy[method]` (else 0.7) on two
+    problems at both turns; no report."""
+    from maporl import reproduce as rep
+
+    def fake_evaluate(cfg, ckpt, task_name, out):
+        acc = accuracy.get(out.parent.parent.name, 0.7)
+        m = {"acc_per_turn": [acc, acc], "majority_per_turn": [acc, acc], "wrong_to_right": [0.1],
+             "right_to_wrong": [0.1], "any_correct_per_turn": [acc, acc], "problem_ids": ["p", "q"],
+             "acc_per_problem_turn": [[acc, acc], [acc, acc]]}  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(m))
+        return m
+
+    monkeypatch.setattr(rep, "_train", fake_train)
+    monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
+    monkeypatch.setattr("maporl.report.write_report", lambda out: None)
+
+
+def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
+    """A comparison cut off part-way keeps the tables of what it evaluated, marked partial; --resume completes them."""
+    from maporl import reproduce as rep
+    from maporl.errors import UsageError
+
+    cut_off = {"on": True}
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0):
+        if method == "maporl" and cut_off["on"]:
+            raise UsageError("cut off")  # stands in for an interruption mid-training
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "time/step": 1.0}) + "\n")
+        return None, cfg
+
+    _fake_runs(monkeypatch, fake_train, {"untrained": 0.4, "single_agent_rl": 0.6})
+    methods = ("untrained", "single_agent_rl", "maporl")
+    cfg = load_config(None, ["reproduce.budget_min=1", "reproduce.methods=[untrained,single_agent_rl,maporl]"])
+    with pytest.raises(UsageError, match="cut off"):
+        rep.reproduce(cfg, tmp_path, quiet=True)
+    partial = json.loads((tmp_path / "results.json").read_text())
+    assert partial["seeds_done"] == {"untrained": 1, "single_agent_rl": 1}
+    assert list(partial["methods"]) == ["untrained", "single_agent_rl"]
+    assert partial["methods"]["single_agent_rl"]["train_task"]["acc_mean"] == [0.6, 0.6]
+    table = (tmp_path / "results.md").read_text()
+    assert "Partial" in table and "untrained 1, single_agent_rl 1" in table and "| maporl |" not in table
+    cut_off["on"] = False
+    final = rep.reproduce(cfg, tmp_path, resume=True, quiet=True)
+    assert "seeds_done" not in final and list(final["methods"]) == list(methods)
+    table = (tmp_path / "results.md").read_text()
+    assert "Partial" not in table
+    assert "| (c) MAPoRL − untrained | +30.0 | [+30.0, +30.0] | ≥ +15 | established |" in table
+
+
+def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monkeypatch):
+    """The paper's incentive arms train the config with one incentive at 2 and the others at 0; they are not part
+    of the default comparison, and their rows sit after maporl_no_incentives in the tables."""
+    from maporl import reproduce as rep
+
+    trained = {}
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0):
+        train_cfg = load_config(None, [*rep.TRAINING_OVERRIDES.get(method, [])])
+        trained[method] = (train_cfg.reward.alpha, train_cfg.reward.beta)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "time/step": 1.0}) + "\n")
+        return None, cfg
+
+    _fake_runs(monkeypatch, fake_train, {})
+    assert not set(rep.ABLATIONS) & set(rep.METHODS)  # the default comparison leaves them out
+    named = "[maporl_beta0_only,maporl_no_incentives,maporl_alpha1_only]"
+    results = rep.reproduce(load_config(None, [f"reproduce.methods={named}"]), tmp_path, quiet=True)
+    assert trained == {
+        "maporl_no_incentives": ((0.0, 0.0), (0.0, 0.0)),
+        "maporl_alpha1_only": ((0.0, 2.0), (0.0, 0.0)),
+        "maporl_beta0_only": ((0.0, 0.0), (2.0, 0.0)),
+    }
+    assert list(results["methods"]) == ["maporl_no_incentives", "maporl_alpha1_only", "maporl_beta0_only"]
+
+
+def test_resume_accepts_a_comparison_saved_before_a_setting_existed(tmp_path):
+    """A setting added to maporl since a comparison started (at its default) does not stop it resuming; a changed
+    setting does."""
+    import yaml
+
+    from maporl import reproduce as rep
+
+    cfg = load_config(None, ["reproduce.budget_min=1"])
+    saved = tmp_path / "config.yaml"
+    older = yaml.safe_load(rep._settings(cfg))
+    del older["ray"]  # as written before the ray section existed
+    saved.write_text(yaml.safe_dump(older))
+    assert rep._same_settings(saved, cfg)
+    assert not rep._same_settings(saved, load_config(None, ["reproduce.budget_min=2"]))
+    older["no_such_setting"] = 1
+    saved.write_text(yaml.safe_dump(older))
+    assert not rep._same_settings(saved, cfg)
+
+
+def _metrics(run_dir, seconds: list[float]) -> None:
+    rows = [{"step": k + 1, "time/step": s} for k, s in enumerate(seconds)] + [{"step": len(seconds), "eval/acc": 0.5}]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(tmp_path, monkeypatch):
+    """Each (seed, method) records its steps and seconds per step in done.json; the per-seed table shows them; a
+    comparison whose metrics.jsonl files are gone (as kept in git) still resumes, and the same-problems baseline
+    still takes maporl's step count from done.json."""
+    from maporl import reproduce as rep
+
+    given_steps = {}
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0):
+        given_steps[method] = steps
+        _metrics(run_dir, [2.0, 4.0, 6.0] if method == "maporl" else [1.0])
+        return None, cfg
+
+    _fake_runs(monkeypatch, fake_train, {"untrained": 0.4, "maporl": 0.75})
+    cfg = load_config(None, ["reproduce.methods=[untrained,maporl]"])
+    rep.reproduce(cfg, tmp_path, quiet=True)
+    done = json.loads((tmp_path / "maporl" / "seed0" / "done.json").read_text())
+    assert (done["steps"], done["sec_per_step"]) == (3, 4.0)
+    older = {k: v for k, v in done.items() if k not in ("steps", "sec_per_step")}  # as written before they were kept
+    (tmp_path / "maporl" / "seed0" / "done.json").write_text(json.dumps(older))
+    rep.reproduce(cfg, tmp_path, resume=True, quiet=True)  # reads back, and backfills from metrics.jsonl
+    assert json.loads((tmp_path / "maporl" / "seed0" / "done.json").read_text()) == done
+    for metrics in tmp_path.glob("*/seed0/metrics.jsonl"):
+        metrics.unlink()
+    assert rep.steps_trained(tmp_path / "maporl" / "seed0") == 3
+    named = "reproduce.methods=[untrained,maporl,single_agent_rl_same_problems]"
+    results = rep.reproduce(load_config(None, [named]), tmp_path, resume=True, quiet=True)
+    assert given_steps == {"maporl": 0, "single_agent_rl_same_problems": 3}
+    assert results["methods"]["maporl"]["per_seed"] == [
+        {"seed": 0, "steps": 3, "sec_per_step": 4.0, "train_task": [0.75, 0.75], "transfer_task": [0.75, 0.75]}
+    ]
+    assert results["methods"]["untrained"]["per_seed"][0] == {
+        "seed": 0, "train_task": [0.4, 0.4], "transfer_task": [0.4, 0.4]
+    }  # fmt: skip
+    table = (tmp_path / "results.md").read_text()
+    assert "| maporl | 75.0 / 75.0 (3 steps, 4.00 s) | 75.0 |" in table
+    assert "| untrained | 40.0 / 40.0 | 40.0 |" in table
+
+
+def test_run_stats_and_steps_trained_from_metrics(tmp_path):
+    """Without a step count in done.json, the steps come from metrics.jsonl (rows with a step time)."""
+    from maporl import reproduce as rep
+
+    run = tmp_path / "maporl" / "seed0"
+    _metrics(run, [1.0, 3.0])
+    assert rep.run_stats(run) == {"steps": 2, "sec_per_step": 2.0}
+    assert rep.run_stats(tmp_path / "untrained" / "seed0") == {}
+    (run / "done.json").write_text(json.dumps({"method": "maporl", "seed": 0, "minutes": 1.0}))
+    assert rep.steps_trained(run) == 2  # from metrics.jsonl
+
+
+def test_methods_all_runs_every_arm_in_table_order(tmp_path, monkeypatch, capsys):
+    """`--methods all` is the default comparison plus the incentive arms, so one command writes both tables."""
+    from maporl import reproduce as rep
+    from maporl.cli import main
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0):
+        _metrics(run_dir, [1.0])
+        return None, cfg
+
+    _fake_runs(monkeypatch, fake_train, {})
+    assert main(["reproduce", "--methods", "all", "--quiet", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["methods"]) == list(rep.ALL_METHODS) and set(rep.ABLATIONS) < set(rep.ALL_METHODS)
+    assert "maporl_beta0_only" in capsys.readouterr().out
