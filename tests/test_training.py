@@ -147,3 +147,11 @@ def test_lr_decays_linearly_to_lr_final_ratio_over_every_optimizer_step(tiny_mod
     assert [learner.update(batch)["lr"] for _ in range(3)] == pytest.approx([0.0055, 0.001, 0.001])
     constant = Learner(Policy(team, value_heads=False), tiny_cfg(tiny_model_dir, "algo.lr=0.01").algo, [0, 1], 2, 0)
     assert [constant.update(batch)["lr"] for _ in range(2)] == [0.01, 0.01]  # lr_final_ratio 1 (default): no decay
+
+
+def test_every_step_logs_what_the_incentives_add_after_the_baseline(monkeypatch, tmp_path, tiny_model_dir):
+    """With a group baseline and random right/wrong, incentives fire and each step logs their share of the
+    advantages; a kept share is at most 1 (no other rollout got the bonus)."""
+    run_and_capture(monkeypatch, tiny_cfg(tiny_model_dir, "algo.name=grpo"), tmp_path)
+    steps = [r for r in metric_rows(tmp_path) if "time/step" in r]
+    assert steps and all("incentive_adv/abs_share" in r and r["incentive_adv/kept"] <= 1.0 for r in steps)

@@ -160,6 +160,12 @@ def _group_sizes_and_sums(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, T
     return inverse, counts[inverse], sums[inverse]
 
 
+def group_mean(values: Tensor, group_ids: Tensor) -> Tensor:
+    """(E,) the mean of `values` over each episode's group."""
+    _, counts, sums = _group_sizes_and_sums(values, group_ids)
+    return sums / counts
+
+
 @torch.no_grad()
 def grpo_advantages(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Tensor:
     """GRPO advantages: reward minus its group's mean, divided by the group's std.
@@ -265,6 +271,22 @@ GROUP_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"grpo": grpo_
 
 
 @torch.no_grad()
+def group_advantages(cfg: AlgoConfig, rewards: Tensor) -> Tensor:
+    """The group estimator `cfg.name` (grpo or rloo) over `cfg.group_by` groups: one advantage per answer.
+
+    Args:
+        cfg: name, group_by, rollouts_per_problem.
+        rewards: (B, N, T) MAPoRL rewards, B = problems · rollouts_per_problem.
+
+    Returns:
+        (B, N, T) advantages.
+    """
+    b, n, t = rewards.shape
+    ids = group_ids(cfg.group_by, b // cfg.rollouts_per_problem, cfg.rollouts_per_problem, n, t)
+    return GROUP_ESTIMATORS[cfg.name](rewards.reshape(-1), ids).reshape(b, n, t)
+
+
+@torch.no_grad()
 def compute_advantages(
     cfg: AlgoConfig,
     rewards: Tensor,
@@ -299,10 +321,7 @@ def compute_advantages(
     if cfg.name == "sft":
         per_episode = torch.ones_like(reward)
     elif cfg.name in GROUP_ESTIMATORS:
-        b, n, t = rewards.shape
-        ids = group_ids(cfg.group_by, b // cfg.rollouts_per_problem, cfg.rollouts_per_problem, n, t)
-        per_episode = GROUP_ESTIMATORS[cfg.name](rewards.reshape(-1), ids).reshape(b, n, t)
-        per_episode = per_episode[episodes.problem, episodes.agent, episodes.turn]
+        per_episode = group_advantages(cfg, rewards)[episodes.problem, episodes.agent, episodes.turn]
     else:
         raise ValueError(f"unknown algorithm {cfg.name!r}; valid: ppo, sft, {', '.join(GROUP_ESTIMATORS)}")
     return torch.where(mask, per_episode[:, None], torch.zeros_like(mask, dtype=per_episode.dtype)), None

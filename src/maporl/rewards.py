@@ -124,7 +124,7 @@ def peers_state(correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return peer_mean > 0.5, peer_mean < 0.5
 
 
-def _events(correct: torch.Tensor, convention: Convention) -> dict[str, torch.Tensor]:
+def incentive_events(correct: torch.Tensor, convention: Convention = "paper") -> dict[str, torch.Tensor]:
     """The (B, N, T) bool mask of every incentive event in `EVENTS`, with the convention's turn restrictions."""
     _check_3d("correct", correct)
     _check_convention(convention)
@@ -173,7 +173,7 @@ def incentives(
         (B, N, T) float32 bonus. float32 because the official −1.0 → −0.999 nudge compares the running bonus
         exactly with −1, as the released float32 code does.
     """
-    ev = {k: v.float() for k, v in _events(correct, convention).items()}
+    ev = {k: v.float() for k, v in incentive_events(correct, convention).items()}
     a0, a1 = alpha
     b0, b1 = beta
     bonus = (
@@ -212,7 +212,7 @@ def incentive_counts(correct: torch.Tensor, convention: Convention = "paper") ->
         `persuasive/peers_fixed_anyway` (peers wrong→right, agent wrong), `persuasive/misled` (peers right→wrong,
         agent wrong), `persuasive/peers_broke_anyway` (peers right→wrong, agent right).
     """
-    return {k: v.float().mean().item() for k, v in _events(correct, convention).items()}
+    return {k: v.float().mean().item() for k, v in incentive_events(correct, convention).items()}
 
 
 def maporl_rewards(

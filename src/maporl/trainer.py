@@ -34,6 +34,7 @@ from maporl.config import Config, to_dict
 from maporl.errors import UsageError, WorkerLost
 from maporl.evaluate import evaluate_team
 from maporl.generation import Generator
+from maporl.incentive_stats import incentive_advantage_stats
 from maporl.learner import Learner, Updaters
 from maporl.policy import encode_episodes, policy_for, sampled_logprobs
 from maporl.records import TrainBatch, answer_grid
@@ -154,6 +155,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             row["train/truncated_rate"] = sum(a.truncated for a in answers) / len(answers)
             row["train/invalid_rate"] = 1.0 - valid.float().mean().item()
             row |= {f"incentive/{k}": v for k, v in incentive_counts(correct, cfg.reward.convention).items()}
+            row |= incentive_advantage_stats(cfg.algo, cfg.reward, rewards, correct)  # what survives the baseline
             if sft:
                 row["sft/kept_fraction"] = kept.float().mean().item()
             tracker.log(row)
