@@ -90,7 +90,7 @@ def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monke
         return None, cfg
 
     _fake_runs(monkeypatch, fake_train, {})
-    assert not set(rep.ABLATIONS) & set(rep.METHODS)  # the default comparison leaves them out
+    assert not set(rep.BY_NAME) & set(rep.METHODS)  # the default comparison leaves them out
     named = "[maporl_beta0_only,maporl_no_incentives,maporl_alpha1_only]"
     results = rep.reproduce(load_config(None, [f"reproduce.methods={named}"]), tmp_path, quiet=True)
     assert trained == {
@@ -189,5 +189,28 @@ def test_methods_all_runs_every_arm_in_table_order(tmp_path, monkeypatch, capsys
     _fake_runs(monkeypatch, fake_train, {})
     assert main(["reproduce", "--methods", "all", "--quiet", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert list(results["methods"]) == list(rep.ALL_METHODS) and set(rep.ABLATIONS) < set(rep.ALL_METHODS)
+    assert list(results["methods"]) == list(rep.ALL_METHODS) and set(rep.BY_NAME) < set(rep.ALL_METHODS)
     assert "maporl_beta0_only" in capsys.readouterr().out
+
+
+def test_solo_warmup_trains_alone_first_then_discusses_from_those_adapters(tmp_path, monkeypatch):
+    """maporl_solo_warmup: a third of the minutes with one turn (every agent alone, its own adapter), then the full
+    discussion for the rest, starting from the solo phase's checkpoint."""
+    from maporl import reproduce as rep
+    from maporl import trainer
+
+    calls = []
+
+    def fake_train(cfg, run_dir, quiet=False, final_eval=True):
+        calls.append(
+            (cfg.discussion.num_agents, cfg.discussion.turns, cfg.train.minutes, cfg.train.init_from, run_dir)
+        )
+        return {"checkpoint": run_dir / "checkpoints" / "step_000004"}
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    cfg = load_config(None, ["train.minutes=30", "reproduce.solo_warmup_share=0.25"])
+    ckpt, team_cfg = rep._train(rep.SOLO_WARMUP, cfg, tmp_path, quiet=True)
+    solo = tmp_path / "solo"
+    assert calls == [(3, 1, 7.5, "", solo), (3, 3, 22.5, str(solo / "checkpoints" / "step_000004"), tmp_path)]
+    assert ckpt == tmp_path / "checkpoints" / "step_000004" and team_cfg.discussion.turns == 3
+    assert load_config(tmp_path / "config.yaml").train.init_from == calls[1][3]  # the run says where it started

@@ -155,3 +155,26 @@ def test_every_step_logs_what_the_incentives_add_after_the_baseline(monkeypatch,
     run_and_capture(monkeypatch, tiny_cfg(tiny_model_dir, "algo.name=grpo"), tmp_path)
     steps = [r for r in metric_rows(tmp_path) if "time/step" in r]
     assert steps and all("incentive_adv/abs_share" in r and r["incentive_adv/kept"] <= 1.0 for r in steps)
+
+
+def test_init_from_starts_from_a_runs_adapters(monkeypatch, tmp_path, tiny_model_dir):
+    """train.init_from loads a run's latest adapters before anything copies the weights out; a path that is not a
+    run fails at once with a fix-it message."""
+    from maporl.errors import UsageError
+
+    first = tmp_path / "first"
+    first.mkdir()
+    result, _, _ = run_and_capture(monkeypatch, tiny_cfg(tiny_model_dir, "train.max_steps=1"), first)
+    seen = {}
+
+    def stop(cfg, team, *args):
+        seen.update(lora_state(team, "agent0"))
+        raise KeyboardInterrupt  # enough: the weights the backends would start from
+
+    monkeypatch.setattr(trainer, "_backends", stop)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(tiny_cfg(tiny_model_dir, f"train.init_from={first}"), tmp_path / "second", quiet=True)
+    trained = lora_state(load_team(tiny_cfg(tiny_model_dir), result["checkpoint"]), "agent0")
+    assert seen.keys() == trained.keys() and all(torch.equal(seen[n], trained[n]) for n in trained)
+    with pytest.raises(UsageError, match="does not exist"):
+        trainer.train(tiny_cfg(tiny_model_dir, f"train.init_from={tmp_path / 'none'}"), tmp_path / "third", quiet=True)

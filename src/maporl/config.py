@@ -163,6 +163,11 @@ class TrainConfig:
         "where metric rows go: metrics.jsonl always, plus tensorboard (RUN_DIR/tensorboard) and/or wandb "
         "(WANDB_MODE=offline works without network); e.g. train.report_to=[jsonl,tensorboard]",
     )
+    init_from: str = opt(
+        "",
+        "a maporl run or checkpoint directory whose adapters (and value heads) this run starts from; optimizer, "
+        "schedule and step count start fresh (--resume takes precedence)",
+    )
     async_rollout: bool = opt(
         False,
         "backend=ray: start step k+1's discussions (with step k's weights) while step k updates; one step "
@@ -203,6 +208,7 @@ ReproduceMethod = Literal[
     "maporl_no_incentives",
     "maporl_alpha1_only",
     "maporl_beta0_only",
+    "maporl_solo_warmup",
 ]
 
 
@@ -216,7 +222,12 @@ class ReproduceConfig:
     methods: tuple[ReproduceMethod, ...] = opt(
         (),
         "methods to run (empty: the paper's comparison, the first six; the incentive ablations maporl_alpha1_only "
-        "and maporl_beta0_only run when named)",
+        "and maporl_beta0_only and the trial maporl_solo_warmup run when named)",
+    )
+    solo_warmup_share: float = opt(
+        1 / 3,
+        "maporl_solo_warmup: share of budget_min in which every agent first answers alone (one turn, its own "
+        "adapter, a third of a discussion's cost), before co-training with discussions for the rest",
     )
 
 
@@ -332,6 +343,10 @@ class Config:
                 "model.agent_models (a heterogeneous team) needs discussion.adapters=per_agent",
             ),
             (self.train.keep_last >= 0, "train.keep_last must be >= 0 (0: keep every checkpoint)"),
+            (
+                0 < self.reproduce.solo_warmup_share < 1,
+                "reproduce.solo_warmup_share must be between 0 and 1 (the share of budget_min spent answering alone)",
+            ),
             (
                 min(self.train.checkpoint_every, self.train.eval_every, self.train.transcripts_every) >= 0,
                 "train.checkpoint_every, eval_every and transcripts_every must be >= 0 (0: off)",

@@ -8,8 +8,10 @@ T turns on the same held-out problems of the training task and of a transfer tas
 - maporl: co-training with the MAPoRL reward (the config as given);
 - maporl_no_incentives: the same with corrective/persuasive weights 0;
 - maporl_alpha1_only, maporl_beta0_only: the paper's incentive ablations, one incentive at weight 2 and the others 0
-  (α1: corrective, for an agent that was wrong alone; β0: persuasive, for peers that were wrong too). They run only
-  when named in `--methods`;
+  (α1: corrective, for an agent that was wrong alone; β0: persuasive, for peers that were wrong too);
+- maporl_solo_warmup: a trial for claim (b) at equal minutes: for `reproduce.solo_warmup_share` of the budget every
+  agent answers alone (one turn, its own adapter), then co-training with discussions from those adapters for the
+  rest. These three run only when named in `--methods` (or with `--methods all`);
 - single_agent_rl_same_problems: single_agent_rl trained for as many steps as maporl took on that seed, so on the same
   training problems with the same rollouts (the same seed and step draw the same problems). A wall-clock budget gives
   single-agent RL about N x T times more problems, since each of its steps samples one answer per rollout, not N x T.
@@ -31,8 +33,10 @@ from maporl.results_tables import per_seed, results_markdown, summarize
 
 # Table order (as `reproduce.methods` lists them); SAME_PROBLEMS runs after maporl, whose step count it takes.
 ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
-ABLATIONS = ("maporl_alpha1_only", "maporl_beta0_only")  # by name only: not part of the default comparison
-METHODS = tuple(m for m in ALL_METHODS if m not in ABLATIONS)
+ABLATIONS = ("maporl_alpha1_only", "maporl_beta0_only")
+SOLO_WARMUP = "maporl_solo_warmup"
+BY_NAME = (*ABLATIONS, SOLO_WARMUP)  # not part of the default comparison (`--methods all` runs them too)
+METHODS = tuple(m for m in ALL_METHODS if m not in BY_NAME)
 ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
 TRAINING_OVERRIDES = {
     "single_agent_rl": ALONE,
@@ -96,6 +100,11 @@ def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0)
     from maporl.team import team_config
 
     extra = [f"train.max_steps={steps}"] if steps else []
+    if method == SOLO_WARMUP:  # every agent alone first (one turn each: a third of a step's cost), then discussions
+        solo_min = cfg.reproduce.solo_warmup_share * cfg.train.minutes
+        solo, _ = _train("maporl", with_overrides(cfg, ["discussion.turns=1", f"train.minutes={solo_min}"]),
+                         run_dir / "solo", quiet)  # fmt: skip
+        extra = [f"train.init_from={solo}", f"train.minutes={cfg.train.minutes - solo_min}"]
     train_cfg = with_overrides(cfg, [*TRAINING_OVERRIDES.get(method, []), *extra])
     save_config(run_dir, train_cfg)
     result = trainer.train(train_cfg, run_dir, quiet=quiet, final_eval=False)

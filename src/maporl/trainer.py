@@ -55,11 +55,25 @@ def step_problems(cfg: Config, task, step: int):
     return problems, [p for p in problems for _ in range(cfg.algo.rollouts_per_problem)]
 
 
+def _init_checkpoint(path: str) -> Path:
+    """`train.init_from`: a maporl run directory (its latest checkpoint) or checkpoint directory."""
+    if not Path(path).expanduser().exists():
+        raise UsageError(
+            f"train.init_from={path} does not exist; pass a maporl run directory or one of its checkpoints"
+        )
+    _, ckpt, _ = checkpoint.resolve(path)
+    if ckpt is None:
+        raise UsageError(f"train.init_from={path} is a model directory, not a maporl run; use model.path for a base")
+    return ckpt
+
+
 def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False, final_eval: bool = True) -> dict:
     seed_everything(cfg.seed)
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
     team = build_team(cfg, with_adapters=True)
     policy = policy_for(cfg, team)
+    if cfg.train.init_from:  # before the backends copy the weights out; a resumed checkpoint overrides it below
+        checkpoint.load_weights(_init_checkpoint(cfg.train.init_from), policy)
     agents = list(cfg.train.agents) or list(range(n))
     # The generator samples from the trained policies; `discuss` runs a step's discussions and the updaters update
     # the agents (with backend=ray: sharded over rollout worker actors, and one learner actor per adapter).
