@@ -144,7 +144,9 @@ def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(t
     rep.reproduce(cfg, tmp_path, quiet=True)
     done = json.loads((tmp_path / "maporl" / "seed0" / "done.json").read_text())
     assert (done["steps"], done["sec_per_step"]) == (3, 4.0)
-    older = {k: v for k, v in done.items() if k not in ("steps", "sec_per_step")}  # as written before they were kept
+    older = {
+        k: v for k, v in done.items() if k not in ("steps", "sec_per_step", "incentives")
+    }  # before they were kept
     (tmp_path / "maporl" / "seed0" / "done.json").write_text(json.dumps(older))
     rep.reproduce(cfg, tmp_path, resume=True, quiet=True)  # reads back, and backfills from metrics.jsonl
     assert json.loads((tmp_path / "maporl" / "seed0" / "done.json").read_text()) == done
@@ -155,7 +157,14 @@ def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(t
     results = rep.reproduce(load_config(None, [named]), tmp_path, resume=True, quiet=True)
     assert given_steps == {"maporl": 0, "single_agent_rl_same_problems": 3}
     assert results["methods"]["maporl"]["per_seed"] == [
-        {"seed": 0, "steps": 3, "sec_per_step": 4.0, "train_task": [0.75, 0.75], "transfer_task": [0.75, 0.75]}
+        {
+            "seed": 0,
+            "steps": 3,
+            "sec_per_step": 4.0,
+            "incentives": {},
+            "train_task": [0.75, 0.75],
+            "transfer_task": [0.75, 0.75],
+        }
     ]
     assert results["methods"]["untrained"]["per_seed"][0] == {
         "seed": 0, "train_task": [0.4, 0.4], "transfer_task": [0.4, 0.4]
@@ -171,7 +180,7 @@ def test_run_stats_and_steps_trained_from_metrics(tmp_path):
 
     run = tmp_path / "maporl" / "seed0"
     _metrics(run, [1.0, 3.0])
-    assert rep.run_stats(run) == {"steps": 2, "sec_per_step": 2.0}
+    assert rep.run_stats(run) == {"steps": 2, "sec_per_step": 2.0, "incentives": {}}
     assert rep.run_stats(tmp_path / "untrained" / "seed0") == {}
     (run / "done.json").write_text(json.dumps({"method": "maporl", "seed": 0, "minutes": 1.0}))
     assert rep.steps_trained(run) == 2  # from metrics.jsonl
@@ -214,3 +223,26 @@ def test_solo_warmup_trains_alone_first_then_discusses_from_those_adapters(tmp_p
     assert calls == [(3, 1, 7.5, "", solo), (3, 3, 22.5, str(solo / "checkpoints" / "step_000004"), tmp_path)]
     assert ckpt == tmp_path / "checkpoints" / "step_000004" and team_cfg.discussion.turns == 3
     assert load_config(tmp_path / "config.yaml").train.init_from == calls[1][3]  # the run says where it started
+
+
+def test_incentive_table_pools_each_runs_means_over_seeds():
+    """The incentives table: event rate / advantage change per discussing method, averaged over seeds (a key missing
+    in one seed, e.g. an event that never fired there, averages over the seeds that have it); single agents and the
+    untrained team get no row."""
+    from maporl.results_tables import incentives_markdown
+
+    def seed(rate: float, delta: float | None, kept: float) -> dict:
+        inc = {"incentive/corrective/self_fix": rate, "incentive/corrective/adopt": 0.0, "incentive_adv/kept": kept}
+        return {"incentives": inc | ({"incentive_adv/corrective/self_fix": delta} if delta is not None else {})}
+
+    results = {"methods": {
+        "untrained": {"per_seed": [{"seed": 0}]},
+        "single_agent_rl": {"per_seed": [{"incentives": {"incentive/corrective/self_fix": 0.0}}]},
+        "maporl_alpha1_only": {"per_seed": [seed(0.02, 0.5, 0.8), seed(0.04, None, 0.6)]},
+    }}  # fmt: skip
+    lines = incentives_markdown(results)
+    row = next(line for line in lines if line.startswith("| maporl_alpha1_only"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["maporl_alpha1_only", "0.0%", "3.0% / +0.50"] and cells[-2:] == ["70%", "–"]
+    assert not any(line.startswith(("| untrained", "| single_agent_rl")) for line in lines)
+    assert incentives_markdown({"methods": {"untrained": {"per_seed": [{"seed": 0}]}}}) == []

@@ -66,8 +66,9 @@ def _evaluate(cfg: Config, ckpt: Path | None, task_name: str, out: Path) -> dict
 
 
 def run_stats(run: Path) -> dict:
-    """A finished training run's steps and mean seconds per step, from its metrics.jsonl ({} without one: the
-    untrained team, or a run whose large files were not kept)."""
+    """A finished training run's steps, mean seconds per step and the means over its steps of every `incentive/*`
+    and `incentive_adv/*` metric, from its metrics.jsonl ({} without one: the untrained team, or a run whose large
+    files were not kept)."""
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         return {}
@@ -76,12 +77,18 @@ def run_stats(run: Path) -> dict:
     if not timed:
         return {}
     mean = sum(r["time/step"] for r in timed) / len(timed)
-    return {"steps": max(r["step"] for r in timed), "sec_per_step": round(mean, 3)}
+    incentives: dict[str, list[float]] = {}  # the incentive_adv/* keys are logged only on steps where one fired
+    for r in timed:
+        for k, v in r.items():
+            if k.startswith(("incentive/", "incentive_adv/")):
+                incentives.setdefault(k, []).append(v)
+    means = {k: round(sum(v) / len(v), 5) for k, v in incentives.items()}
+    return {"steps": max(r["step"] for r in timed), "sec_per_step": round(mean, 3), "incentives": means}
 
 
 def _stats(record: dict) -> dict:
-    """The steps and seconds per step a done.json holds (none for the untrained team)."""
-    return {k: record[k] for k in ("steps", "sec_per_step") if k in record}
+    """The steps, seconds per step and incentive means a done.json holds (none for the untrained team)."""
+    return {k: record[k] for k in ("steps", "sec_per_step", "incentives") if k in record}
 
 
 def steps_trained(run: Path) -> int:
@@ -185,7 +192,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
             done = run / "done.json"
             if resume and done.is_file():
                 record = json.loads(done.read_text())
-                if "steps" not in record and run_stats(run):  # written before done.json kept the step count
+                if "incentives" not in record and run_stats(run):  # written before done.json kept these
                     record |= run_stats(run)
                     done.write_text(json.dumps(record))
                 earlier_minutes += record.get("minutes", 0.0)

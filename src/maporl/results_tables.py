@@ -68,6 +68,57 @@ def per_seed_markdown(results: dict) -> list[str]:
     return [*lines, ""]
 
 
+INCENTIVE_EVENTS = {  # event: the weight it carries (rewards.EVENTS)
+    "corrective/adopt": "+α0",
+    "corrective/self_fix": "+α1",
+    "corrective/talked_into_wrong": "−α0",
+    "corrective/broke_alone": "−α1",
+    "persuasive/persuaded": "+β1",
+    "persuasive/peers_fixed_anyway": "+β0",
+    "persuasive/misled": "−β1",
+    "persuasive/peers_broke_anyway": "−β0",
+}
+
+
+def _mean(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if key in r]
+    return sum(values) / len(values) if values else None
+
+
+def incentives_markdown(results: dict) -> list[str]:
+    """Per discussing method, during training (means over steps, then over seeds): how often each incentive event
+    fired, what it changed in its answers' advantage after the group baseline, and how much of the bonus survived."""
+    rows = []
+    for method, m in results["methods"].items():
+        runs = [row["incentives"] for row in m.get("per_seed", []) if row.get("incentives")]
+        if not runs or not any(v for k, v in runs[0].items() if k.startswith("incentive/")):
+            continue  # the untrained team, or one agent alone: no events
+
+        cells = []
+        for event in INCENTIVE_EVENTS:
+            rate, delta = _mean(runs, f"incentive/{event}"), _mean(runs, f"incentive_adv/{event}")
+            cells.append(f"{100 * (rate or 0):.1f}%" + (f" / {delta:+.2f}" if delta is not None else ""))
+        for key in ("incentive_adv/kept", "incentive_adv/abs_share"):
+            value = _mean(runs, key)
+            cells.append("–" if value is None else f"{100 * value:.0f}%")
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    names = [f"{e.split('/')[1].replace('_', ' ')} ({w})" for e, w in INCENTIVE_EVENTS.items()]
+    return [
+        "### Incentives during training (means over steps and seeds)\n",
+        "| method | " + " | ".join(names) + " | bonus kept | share of \\|A\\| |",
+        "|---" * (len(names) + 3) + "|",
+        *rows,
+        "",
+        "Each event: the share of answers where it fired / what it changed in their advantage after the group "
+        "baseline (advantage units; only where an incentive weight was set). Bonus kept: the share of an answer's "
+        "bonus left after subtracting its group's mean bonus; share of |A|: the incentives' share of the advantages' "
+        "size. Definitions: docs/metrics.md (incentive_adv).",
+        "",
+    ]
+
+
 def behaviour_markdown(results: dict) -> list[str]:
     """Per method, each behaviour's rate at turns 1..T-1 on the train task (seeds pooled), with its opportunities."""
     methods = {
@@ -112,6 +163,7 @@ def results_markdown(results: dict) -> str:
         lines.append("")
     lines += claims_markdown(results.get("claims", []))
     lines += behaviour_markdown(results)
+    lines += incentives_markdown(results)
     lines += per_seed_markdown(results)
     same = f" ({SAME_PROBLEMS}: as many steps as maporl)" if SAME_PROBLEMS in results["methods"] else ""
     if "seeds_done" in results:
