@@ -57,3 +57,20 @@ def test_adoption_and_stubbornness_share_their_opportunities():
     assert m["adoption"]["count_per_turn"] == m["stubbornness"]["count_per_turn"]
     for a, s in zip(m["adoption"]["rate_per_turn"], m["stubbornness"]["rate_per_turn"], strict=True):
         assert a + s == pytest.approx(1.0)
+
+
+def test_per_problem_counts_of_the_first_hand_case_and_the_eval_json_encoding():
+    """The same three problems: per problem, (events, opportunities) summed over agents and turns; eval.json's
+    `correct_per_problem` strings read back to the same table."""
+    from maporl.behaviour import behaviour_per_problem, parse_correct
+
+    correct = table(
+        [[0, 1], [1, 1], [1, 1]],
+        [[0, 0], [0, 1], [0, 0]],
+        [[1, 0], [0, 0], [0, 0]],
+    )
+    per = behaviour_per_problem(correct)
+    assert per["self_correction"] == ([0, 1, 0], [0, 3, 0])
+    assert per["adoption"] == ([1, 0, 0], [1, 0, 0]) and per["stubbornness"] == ([0, 0, 0], [1, 0, 0])
+    assert per["persuasion"] == ([2, 0, 0], [2, 0, 0]) and per["conformity_error"] == ([0, 0, 1], [0, 0, 1])
+    assert torch.equal(parse_correct(["01 11 11", "00 01 00", "10 00 00"]), correct)

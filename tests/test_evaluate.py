@@ -43,6 +43,7 @@ def test_team_metrics_by_hand():
     assert m["any_correct_per_turn"] == [1.0, 1.0]
     assert m["parse_rate"] == pytest.approx(11 / 12)
     assert m["num_problems"] == 2
+    assert m["correct_per_problem"] == ["11 01 00", "10 11 01"]  # per agent: right (1) / wrong (0) per turn
     assert "majority vote" in format_table(m)
 
 

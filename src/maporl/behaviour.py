@@ -24,14 +24,8 @@ from maporl.rewards import peers_state
 BEHAVIOURS = ("self_correction", "adoption", "persuasion", "conformity_error", "stubbornness")
 
 
-def behaviour_metrics(correct: torch.Tensor) -> dict[str, dict[str, list]]:
-    """Per behaviour: `count_per_turn` (opportunities), `events_per_turn` and `rate_per_turn` (length T-1: turns
-    1..T-1, agents pooled); `count_per_agent_turn` and `rate_per_agent_turn` (N x (T-1)). A rate is None where its
-    count is 0.
-
-    Args:
-        correct: (B, N, T) bool or 0/1 correctness.
-    """
+def _cases(correct: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per behaviour, (opportunities, events) as (B, N, T-1) counts."""
     c = correct.bool()
     right_peers, wrong_peers = peers_state(c)
     before, now = c[:, :, :-1], c[:, :, 1:]
@@ -47,7 +41,18 @@ def behaviour_metrics(correct: torch.Tensor) -> dict[str, dict[str, list]]:
     wrong_before = (~before).sum(1, keepdim=True) - (~before).int()  # peers of i wrong at t-1
     fixed = (~before & now).sum(1, keepdim=True) - (~before & now).int()  # ... and right at t
     cases["persuasion"] = (kept * wrong_before, kept * fixed)
-    out = {}
+    return cases
+
+
+def behaviour_metrics(correct: torch.Tensor) -> dict[str, dict[str, list]]:
+    """Per behaviour: `count_per_turn` (opportunities), `events_per_turn` and `rate_per_turn` (length T-1: turns
+    1..T-1, agents pooled); `count_per_agent_turn` and `rate_per_agent_turn` (N x (T-1)). A rate is None where its
+    count is 0.
+
+    Args:
+        correct: (B, N, T) bool or 0/1 correctness.
+    """
+    cases, out = _cases(correct), {}
     for name in BEHAVIOURS:
         chances, events = (x.long().sum(0) for x in cases[name])  # (N, T-1)
         out[name] = {
@@ -58,6 +63,25 @@ def behaviour_metrics(correct: torch.Tensor) -> dict[str, dict[str, list]]:
             "rate_per_agent_turn": [_rates(e, n) for e, n in zip(events, chances, strict=True)],
         }
     return out
+
+
+def behaviour_per_problem(correct: torch.Tensor) -> dict[str, tuple[list[int], list[int]]]:
+    """Per behaviour, each problem's (events, opportunities) over every agent and turn t >= 1: the units a paired
+    bootstrap resamples (stats.paired_rate_difference).
+
+    Args:
+        correct: (B, N, T) bool or 0/1 correctness.
+    """
+    return {
+        name: (events.long().sum((1, 2)).tolist(), chances.long().sum((1, 2)).tolist())
+        for name, (chances, events) in _cases(correct).items()
+    }
+
+
+def parse_correct(rows: list[str]) -> torch.Tensor:
+    """eval.json's `correct_per_problem` ("011 001 111": one 0/1 digit per turn, agents separated by spaces) as a
+    (B, N, T) bool tensor."""
+    return torch.tensor([[[d == "1" for d in agent] for agent in row.split()] for row in rows], dtype=torch.bool)
 
 
 def _rates(events: torch.Tensor, chances: torch.Tensor) -> list[float | None]:

@@ -64,6 +64,9 @@ def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
         "behaviour": behaviour_metrics(c),
         "problem_ids": [tr.problem.id for tr in transcripts],
         "acc_per_problem_turn": c.mean(1).tolist(),
+        # Each problem's right (1) / wrong (0) per agent and turn, agents separated by spaces ("011 001 111"): the
+        # behaviours per problem, for paired intervals between teams (claims.py), in a few bytes per problem.
+        "correct_per_problem": [" ".join("".join(str(int(x)) for x in agent) for agent in p) for p in c.tolist()],
     }
 
 
