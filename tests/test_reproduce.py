@@ -246,3 +246,28 @@ def test_incentive_table_pools_each_runs_means_over_seeds():
     assert cells[:3] == ["maporl_alpha1_only", "0.0%", "3.0% / +0.50"] and cells[-2:] == ["70%", "–"]
     assert not any(line.startswith(("| untrained", "| single_agent_rl")) for line in lines)
     assert incentives_markdown({"methods": {"untrained": {"per_seed": [{"seed": 0}]}}}) == []
+
+
+def test_an_older_evaluation_is_recomputed_from_its_transcripts_when_read_back(tmp_path):
+    """eval.json without correct_per_problem, with its transcripts still on disk: read_eval recomputes it (same
+    accuracies, plus the newer keys) and rewrites it; without transcripts it is read as it is."""
+    from maporl.evaluate import team_metrics
+    from maporl.records import Answer, Problem, Transcript
+    from maporl.reproduce import read_eval
+    from maporl.rundir import write_transcripts
+    from maporl.tasks import get_task
+
+    def answers(parsed):
+        return tuple(tuple(Answer(i, t, (), "", p) for i, p in enumerate(row)) for t, row in enumerate(parsed))
+
+    transcripts = [Transcript(Problem("p", "q", "3", "t"), answers([["3", "1"], ["3", "3"]]))]
+    full = team_metrics(transcripts, get_task("arith_chain"))
+    older = {k: v for k, v in full.items() if k != "correct_per_problem"}
+    for name, with_transcripts in (("kept", True), ("gone", False)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps(older))
+        if with_transcripts:
+            write_transcripts(tmp_path / name / "transcripts.jsonl", transcripts)
+    assert read_eval(tmp_path / "kept", "arith_chain") == full and full["correct_per_problem"] == ["11 01"]
+    assert json.loads((tmp_path / "kept" / "eval.json").read_text()) == full
+    assert read_eval(tmp_path / "gone", "arith_chain") == older

@@ -65,6 +65,22 @@ def _evaluate(cfg: Config, ckpt: Path | None, task_name: str, out: Path) -> dict
     return metrics
 
 
+def read_eval(out: Path, task_name: str) -> dict:
+    """A saved evaluation. One written before eval.json kept `correct_per_problem` is recomputed from its transcripts
+    where they are still on disk (the same discussions give the same metrics, plus the newer keys) and rewritten."""
+    metrics = json.loads((out / "eval.json").read_text())
+    saved = out / "transcripts.jsonl"
+    if "correct_per_problem" not in metrics and saved.is_file():
+        from maporl.evaluate import team_metrics
+        from maporl.records import Transcript
+        from maporl.tasks import get_task
+
+        lines = saved.read_text().splitlines()
+        metrics = team_metrics([Transcript.from_json(json.loads(x)) for x in lines if x.strip()], get_task(task_name))
+        (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
 def run_stats(run: Path) -> dict:
     """A finished training run's steps, mean seconds per step and the means over its steps of every `incentive/*`
     and `incentive_adv/*` metric, from its metrics.jsonl ({} without one: the untrained team, or a run whose large
@@ -197,8 +213,8 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
                     done.write_text(json.dumps(record))
                 earlier_minutes += record.get("minutes", 0.0)
                 runs[method].append({"seed": seed, **_stats(record)})
-                for key in scores[method]:
-                    scores[method][key].append(json.loads((run / f"eval_{key}" / "eval.json").read_text()))
+                for key, name in (("train_task", task), ("transfer_task", transfer_task)):
+                    scores[method][key].append(read_eval(run / f"eval_{key}", name))
                 if not quiet:
                     print(f"  {method:<29} seed {seed}: evaluated before, read back")
                 continue
