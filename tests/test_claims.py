@@ -83,3 +83,45 @@ def test_a_subset_of_methods_has_no_claims_and_other_problems_are_refused():
     evals["maporl"]["train_task"][0]["problem_ids"] = ["x", "y"]
     with pytest.raises(ValueError, match="same problems"):
         measure_claims(evals)
+
+
+def arm(*problems: str) -> dict:
+    """One seed's evaluation on the train task from each problem's right/wrong per agent and turn ("01 00 00")."""
+    from maporl.behaviour import behaviour_metrics, parse_correct
+
+    return {"train_task": [{"problem_ids": [f"p{k}" for k in range(len(problems))],
+                            "correct_per_problem": list(problems),
+                            "behaviour": behaviour_metrics(parse_correct(list(problems)))}]}  # fmt: skip
+
+
+def test_incentive_arm_against_no_incentives_on_the_behaviour_it_targets():
+    # α = β = 0: nobody ever right, 3 self-correction opportunities a problem (all wrong, peers' majority wrong), no
+    # event: rate 0. α1 arm: agent 0 fixes it alone on both problems: 1 of 3 each, rate 1/3 in every resample.
+    none = arm("00 00 00", "00 00 00")
+    rows = measure_claims({"maporl_no_incentives": none, "maporl_alpha1_only": arm("01 00 00", "01 00 00")})
+    assert [(r["claim"], r["verdict"]) for r in rows] == [
+        ("incentives: α1 = 2 alone − α = β = 0, self-correction rate", "established")
+    ]
+    assert (rows[0]["measured"], rows[0]["low"], rows[0]["high"]) == pytest.approx((100 / 3, 100 / 3, 100 / 3))
+    # Only problem 0 fixed: 1/6 in all, but a resample of problem 1 twice has rate 0: the interval reaches 0, and
+    # "above 0" is not established.
+    (row,) = measure_claims({"maporl_no_incentives": none, "maporl_alpha1_only": arm("01 00 00", "00 00 00")})
+    assert (row["measured"], row["low"], row["high"]) == pytest.approx((100 / 6, 0.0, 100 / 3))
+    assert row["verdict"] == "not established" and row["target"] == "> +0"
+    # Evaluations saved before correct_per_problem: the rate difference from the pooled counts, no interval.
+    older = arm("01 00 00", "00 00 00")
+    del older["train_task"][0]["correct_per_problem"]
+    (row,) = measure_claims({"maporl_no_incentives": none, "maporl_alpha1_only": older})
+    assert row["measured"] == pytest.approx(100 / 6) and row["low"] is None and row["verdict"] == "not established"
+
+
+def test_the_solo_warmup_arm_gets_its_claim_b_row():
+    evals = {
+        "untrained": method(FLAT, FLAT),
+        "single_agent_rl": method(([0.5, 0.55], [0.6, 0.62]), FLAT),
+        "maporl": method(([0.6, 0.6], [0.5, 0.7]), FLAT),
+        "maporl_solo_warmup": method(([0.6, 0.7], [0.6, 0.8]), FLAT),  # final 0.7, 0.8: +15, +18 over 0.55, 0.62
+    }
+    row = next(r for r in measure_claims(evals) if "warm-up" in r["claim"])
+    assert (row["measured"], row["low"], row["high"]) == pytest.approx((16.5, 15.0, 18.0))
+    assert row["verdict"] == "established"

@@ -44,3 +44,20 @@ def test_the_same_inputs_give_the_same_interval_and_bad_input_says_so():
         paired_difference([[], []])
     with pytest.raises(ValueError, match="share of nothing"):
         ratio_of_differences([[1.0]], [[1.0, -1.0]])
+
+
+def test_paired_rate_difference_by_hand():
+    """Two problems, one seed. Team A self-corrects on problem 0 (1 of 1 opportunity) and not on problem 1 (0 of 1);
+    team B never (0 of 1, 0 of 1). Rates 1/2 and 0: difference 0.5. A resample draws (0, 0), (0, 1), (1, 0) or (1, 1)
+    with probability 1/4 each, for differences 1, 0.5, 0.5, 0: the 95% interval is [0, 1]."""
+    from maporl.stats import paired_rate_difference
+
+    a, b = [([1, 0], [1, 1])], [([0, 0], [1, 1])]
+    assert paired_rate_difference(a, b) == (0.5, 0.0, 1.0)
+    # Opportunities weigh: A's problem 1 offers 3 chances (rate 1/4); seeds pool as strata.
+    diff, low, high = paired_rate_difference([([1, 0], [1, 3]), ([2], [2])], [([0, 0], [1, 1]), ([1], [2])])
+    assert diff == pytest.approx((1 + 0 + 2) / (1 + 3 + 2) - (0 + 0 + 1) / (1 + 1 + 2)) and low < diff < high
+    with pytest.raises(ValueError, match="same problems"):
+        paired_rate_difference(a, [([0], [1])])
+    with pytest.raises(ValueError, match="no opportunity"):
+        paired_rate_difference(a, [([0, 0], [0, 0])])

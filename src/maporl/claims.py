@@ -1,5 +1,7 @@
 """The paper's four claims, measured by `maporl reproduce`: each a difference in points of final-turn accuracy (or a
-share, for transfer) with a 95% interval from a paired bootstrap over problems, pooled over seeds (`stats.py`).
+share, for transfer) with a 95% interval from a paired bootstrap over problems, pooled over seeds (`stats.py`). Where
+the incentive arms ran, each is compared with α = β = 0 on the behaviour its incentive targets (a difference of rates,
+resampled the same way).
 
 A claim is "established" only when its whole interval clears the target (the lower bound for "at least" targets, the
 upper bound for "at most"), "not established" otherwise: a point estimate that meets the target with an interval
@@ -11,10 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from maporl.stats import paired_difference, ratio_of_differences
+from maporl.behaviour import behaviour_per_problem, parse_correct
+from maporl.stats import paired_difference, paired_rate_difference, ratio_of_differences
 
 Evals = dict[str, dict[str, list[dict]]]  # method -> task key -> one eval.json dict per seed, in seed order
 SAME_PROBLEMS = "single_agent_rl_same_problems"
+SOLO_WARMUP = "maporl_solo_warmup"
+# The paper's incentive arms, each against α = β = 0, by the behaviour its incentive is designed to raise.
+INCENTIVE_TARGETS = {
+    "maporl_alpha1_only": ("α1 = 2 alone", "self_correction"),
+    "maporl_beta0_only": ("β0 = 2 alone", "persuasion"),
+}
 
 
 def _problems(evals: list[dict], score: Callable[[list[float]], float]) -> list[list[float]] | None:
@@ -46,20 +55,47 @@ def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]] | None
     return mean, diffs
 
 
+def _behaviour_lead(a: list[dict], b: list[dict], name: str) -> tuple[float, tuple[float, float] | None] | None:
+    """Behaviour `name`'s rate (points, turns >= 1 and agents pooled) of team a − team b on the same problems, with
+    its paired interval where both have per-problem correctness (else from the pooled counts, no interval; None
+    where an evaluation predates the behaviours)."""
+    a, b = a[: len(b)], b[: len(a)]
+    if all("correct_per_problem" in e for e in a + b):
+        if any(x["problem_ids"] != y["problem_ids"] for x, y in zip(a, b, strict=True)):
+            raise ValueError("paired differences need the same problems: evaluate both teams with the same eval.seed")
+        counts = [[behaviour_per_problem(parse_correct(e["correct_per_problem"]))[name] for e in t] for t in (a, b)]
+        diff, low, high = paired_rate_difference(*counts)
+        return 100 * diff, (100 * low, 100 * high)
+
+    if not all("behaviour" in e for e in a + b):
+        return None
+
+    def rate(evals: list[dict]) -> float:
+        events = sum(sum(e["behaviour"][name]["events_per_turn"]) for e in evals)
+        return events / max(1, sum(sum(e["behaviour"][name]["count_per_turn"]) for e in evals))
+
+    return 100 * (rate(a) - rate(b)), None
+
+
 def _row(label: str, measured: tuple[float, list[list[float]] | None], op: str, target: float) -> dict:
     mean, diffs = measured
     low, high = (None, None) if diffs is None else paired_difference(diffs)[1:]
-    clears = low is not None and (low >= target if op == ">=" else high <= target)
-    sign = "≥" if op == ">=" else "≤"
+    return _verdict(label, mean, low, high, op, target)
+
+
+def _verdict(label: str, mean: float, low: float | None, high: float | None, op: str, target: float) -> dict:
+    clears = low is not None and {">=": low >= target, ">": low > target, "<=": high <= target}[op]
+    sign = {">=": "≥", ">": ">", "<=": "≤"}[op]
     return {"claim": label, "measured": mean, "low": low, "high": high, "target": f"{sign} {target:+g}",
             "verdict": "established" if clears else "not established"}  # fmt: skip
 
 
 def measure_claims(evals: Evals) -> list[dict]:
-    """The claims rows (empty unless untrained, single_agent_rl and maporl were evaluated)."""
-    if not {"untrained", "single_agent_rl", "maporl"} <= evals.keys():
-        return []
+    """The claims rows (those of the paper's claims where untrained, single_agent_rl and maporl were evaluated), and
+    the incentive arms' rows where they and maporl_no_incentives were."""
     train = {m: e["train_task"] for m, e in evals.items()}
+    if not {"untrained", "single_agent_rl", "maporl"} <= evals.keys():
+        return incentive_rows(train)
     rows = [
         _row("(a) untrained team: final − turn 0", _gain(train["untrained"]), "<=", 1),
         _row("(b) MAPoRL − single-agent RL, same minutes", _lead(train["maporl"], train["single_agent_rl"]), ">=", 8),
@@ -67,6 +103,9 @@ def measure_claims(evals: Evals) -> list[dict]:
     if SAME_PROBLEMS in train:
         label = "(b) MAPoRL − single-agent RL on the same problems"
         rows.append(_row(label, _lead(train["maporl"], train[SAME_PROBLEMS]), ">=", 8))
+    if SOLO_WARMUP in train:
+        label = "(b) MAPoRL after a solo warm-up − single-agent RL, same minutes"
+        rows.append(_row(label, _lead(train[SOLO_WARMUP], train["single_agent_rl"]), ">=", 8))
     over_untrained = _lead(train["maporl"], train["untrained"])
     rows += [
         _row("(c) MAPoRL − untrained", over_untrained, ">=", 15),
@@ -80,7 +119,21 @@ def measure_claims(evals: Evals) -> list[dict]:
     if transfer[1] is not None and over_untrained[1] is not None and over_untrained[0] > 0:
         share["low"], share["high"] = ratio_of_differences(transfer[1], over_untrained[1])[1:]
     share["verdict"] = "established" if share["low"] is not None and share["low"] >= 0.5 else "not established"
-    return [*rows, share]
+    return [*rows, share, *incentive_rows(train)]
+
+
+def incentive_rows(train: dict[str, list[dict]]) -> list[dict]:
+    """Each incentive arm that ran, against α = β = 0: the behaviour it targets, in points of its rate."""
+    rows = []
+    for arm, (what, name) in INCENTIVE_TARGETS.items():
+        if arm in train and "maporl_no_incentives" in train:
+            measured = _behaviour_lead(train[arm], train["maporl_no_incentives"], name)
+            if measured is None:
+                continue
+            mean, span = measured
+            label = f"incentives: {what} − α = β = 0, {name.replace('_', '-')} rate"
+            rows.append(_verdict(label, mean, *(span or (None, None)), ">", 0))
+    return rows
 
 
 def claims_markdown(claims: list[dict]) -> list[str]:
@@ -101,7 +154,8 @@ def claims_markdown(claims: list[dict]) -> list[str]:
         lines.append(f"| {c['claim']} | {measured} | {span} | {c['target']} | {c['verdict']} |")
     lines += [
         "",
-        "Established: the whole interval clears the target; – where an evaluation predates per-problem accuracies.",
+        "Established: the whole interval clears the target; – where an evaluation predates per-problem accuracies. "
+        "Incentive rows: the arm's rate of the behaviour minus α = β = 0's (points; docs/metrics.md, behaviours).",
         "",
     ]
     return lines

@@ -68,3 +68,38 @@ def ratio_of_differences(
         raise ValueError("the denominator's mean difference is 0: a share of nothing has no interval")
     num, den = bootstrap_means(numerator, samples, seed), bootstrap_means(denominator, samples, seed + 1)
     return (pooled_mean(numerator) / pooled_mean(denominator), *interval(num / den, level))
+
+
+def paired_rate_difference(
+    a: Sequence[tuple[Sequence[int], Sequence[int]]],
+    b: Sequence[tuple[Sequence[int], Sequence[int]]],
+    samples: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(difference, low, high) of two pooled rates measured on the same problems, e.g. how much more often team A's
+    agents self-correct than team B's: each rate is Σ events / Σ opportunities over the problems of every seed.
+
+    Args:
+        a, b: per seed (stratum), per problem (events, opportunities) of each team; the problems of a seed are the
+            same, in the same order, for both. Resampling draws problems within each seed, the same ones for both
+            teams (a paired bootstrap); a resample in which a team has no opportunity is left out.
+    """
+    if len(a) != len(b) or any(len(x[0]) != len(y[0]) for x, y in zip(a, b, strict=True)):
+        raise ValueError("paired rates need the same problems per seed for both teams")
+    generator = torch.Generator().manual_seed(seed)
+    totals = torch.zeros(4, samples, dtype=torch.float64)  # events a, opportunities a, events b, opportunities b
+    point = torch.zeros(4, dtype=torch.float64)
+    for (ea, na), (eb, nb) in zip(a, b, strict=True):
+        if not len(ea):
+            continue
+        counts = torch.tensor([ea, na, eb, nb], dtype=torch.float64)  # (4, problems)
+        point += counts.sum(1)
+        draws = torch.randint(counts.shape[1], (samples, counts.shape[1]), generator=generator)
+        totals += torch.stack([row[draws].sum(1) for row in counts])  # row by row: (samples, problems) at a time
+    if point[1] == 0 or point[3] == 0:
+        raise ValueError("a team has no opportunity for this behaviour: no rate to compare")
+    diffs = totals[0] / totals[1] - totals[2] / totals[3]  # nan where a resample has no opportunity
+    tail = (1 - level) / 2
+    low, high = torch.nanquantile(diffs, torch.tensor([tail, 1 - tail], dtype=diffs.dtype)).tolist()
+    return (point[0] / point[1] - point[2] / point[3]).item(), low, high
