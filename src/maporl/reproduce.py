@@ -177,7 +177,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
     saved.write_text(_settings(base))
     started, earlier_minutes = time.time(), 0.0  # minutes of the (seed, method) runs read back, when resuming
     scores: dict[str, dict[str, list[dict]]] = {m: {"train_task": [], "transfer_task": []} for m in methods}
-    runs: dict[str, list[dict]] = {m: [] for m in methods}  # per seed: its steps and seconds per step
+    runs: dict[str, list[dict]] = {m: [] for m in methods}  # per seed: steps, seconds per step, incentive means
 
     def tables(partial: bool) -> dict:
         """Write results.json and results.md over the seeds evaluated so far (`seeds_done`, marked partial, until
