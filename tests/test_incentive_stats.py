@@ -52,3 +52,28 @@ def test_nothing_to_report_without_a_group_baseline_or_a_bonus():
     assert incentive_advantage_stats(AlgoConfig(name="ppo"), ALPHA1, rewards, correct) == {}
     none = RewardConfig(alpha=(0.0, 0.0), beta=(0.0, 0.0))
     assert incentive_advantage_stats(AlgoConfig(name="grpo", rollouts_per_problem=2), none, rewards, correct) == {}
+
+
+def test_incentives_placed_after_the_baseline_reach_the_advantage_whole():
+    """algo.incentive_placement=advantage: the estimator sees R − bonus (here constant in every group: advantages
+    0) and the bonus is added after it, so the self-fix's advantage is its α1 = 2 under RLOO and GRPO alike."""
+    from maporl.advantages import group_advantages
+
+    rewards, correct = case(second_rollout_fixes_too=False)
+    bonus = incentives(correct, ALPHA1.alpha, ALPHA1.beta)
+    for name in ("rloo", "grpo"):
+        algo = AlgoConfig(name=name, rollouts_per_problem=2, incentive_placement="advantage")
+        assert torch.equal(group_advantages(algo, rewards, bonus), bonus)
+        stats = incentive_advantage_stats(algo, ALPHA1, rewards, correct)
+        assert stats["incentive_adv/corrective/self_fix"] == pytest.approx(2.0)
+        assert stats["incentive_adv/kept"] == 1.0 and stats["incentive_adv/abs_share"] == pytest.approx(1.0)
+    placed_in_reward = AlgoConfig(name="rloo", rollouts_per_problem=2)
+    assert group_advantages(placed_in_reward, rewards, bonus)[:, 0, 1].tolist() == [2.0, -2.0]  # bonus ignored
+
+
+def test_incentive_placement_after_the_baseline_needs_a_group_estimator():
+    from maporl.config import load_config
+    from maporl.errors import UsageError
+
+    with pytest.raises(UsageError, match="incentive_placement=advantage adds the incentives after a group baseline"):
+        load_config(None, ["algo.name=ppo", "algo.incentive_placement=advantage"])

@@ -271,19 +271,23 @@ GROUP_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"grpo": grpo_
 
 
 @torch.no_grad()
-def group_advantages(cfg: AlgoConfig, rewards: Tensor) -> Tensor:
+def group_advantages(cfg: AlgoConfig, rewards: Tensor, bonus: Tensor | None = None) -> Tensor:
     """The group estimator `cfg.name` (grpo or rloo) over `cfg.group_by` groups: one advantage per answer.
 
     Args:
-        cfg: name, group_by, rollouts_per_problem.
+        cfg: name, group_by, rollouts_per_problem, incentive_placement.
         rewards: (B, N, T) MAPoRL rewards, B = problems · rollouts_per_problem.
+        bonus: (B, N, T) the incentive part of `rewards`; read only with `incentive_placement` "advantage": the
+            estimator then sees R − bonus, and the bonus is added to its advantages.
 
     Returns:
         (B, N, T) advantages.
     """
+    after = cfg.incentive_placement == "advantage" and bonus is not None
     b, n, t = rewards.shape
     ids = group_ids(cfg.group_by, b // cfg.rollouts_per_problem, cfg.rollouts_per_problem, n, t)
-    return GROUP_ESTIMATORS[cfg.name](rewards.reshape(-1), ids).reshape(b, n, t)
+    base = GROUP_ESTIMATORS[cfg.name]((rewards - bonus if after else rewards).reshape(-1), ids).reshape(b, n, t)
+    return base + bonus if after else base
 
 
 @torch.no_grad()
@@ -294,6 +298,7 @@ def compute_advantages(
     old_logprobs: Tensor | None = None,
     old_values: Tensor | None = None,
     ref_logprobs: Tensor | None = None,
+    bonus: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Advantages of the trained episodes, and PPO's value targets, by `cfg.name` (see the module docstring).
 
@@ -305,6 +310,8 @@ def compute_advantages(
         old_logprobs: (E, L-1) log π_old of every token at sampling time (ppo).
         old_values: (E, L-1) V_old of every token (ppo).
         ref_logprobs: (E, L-1) log π_ref (ppo with kl_coef > 0; None: no KL penalty).
+        bonus: (B, N, T) the incentive part of `rewards`. With `cfg.incentive_placement` "advantage" (grpo/rloo) it
+            is taken out before the baseline and added to each answer's advantage after it.
 
     Returns:
         (advantages (E, L-1), returns (E, L-1) for ppo else None), 0 at positions that are not answer tokens.
@@ -321,7 +328,7 @@ def compute_advantages(
     if cfg.name == "sft":
         per_episode = torch.ones_like(reward)
     elif cfg.name in GROUP_ESTIMATORS:
-        per_episode = group_advantages(cfg, rewards)[episodes.problem, episodes.agent, episodes.turn]
+        per_episode = group_advantages(cfg, rewards, bonus)[episodes.problem, episodes.agent, episodes.turn]
     else:
         raise ValueError(f"unknown algorithm {cfg.name!r}; valid: ppo, sft, {', '.join(GROUP_ESTIMATORS)}")
     return torch.where(mask, per_episode[:, None], torch.zeros_like(mask, dtype=per_episode.dtype)), None

@@ -117,6 +117,12 @@ class AlgoConfig:
         "ppo: value head + GAE (paper); grpo / rloo: group baselines; sft: the naive-SFT baseline (the untrained "
         "team's discussions whose final answers are all right, as targets; in-process hf generation only)",
     )
+    incentive_placement: Literal["reward", "advantage"] = opt(
+        "reward",
+        "grpo/rloo: reward = the incentives are part of R before the group baseline (paper); advantage = they are "
+        "added to each answer's advantage after the baseline and GRPO's std, which then neither absorb nor rescale "
+        "them (incentive_adv/* metrics, docs/metrics.md)",
+    )
     group_by: Literal["problem", "agent_turn", "problem_turn", "rollout"] = opt(
         "rollout",
         "grpo/rloo groups: rollout = same (problem, agent, turn) over rollouts_per_problem discussions; problem; "
@@ -319,6 +325,11 @@ class Config:
             (self.algo.clip_eps > 0 and self.algo.value_clip_eps > 0, "algo.clip_eps and value_clip_eps must be > 0"),
             (self.algo.kl_coef >= 0 and self.algo.vf_coef >= 0, "algo.kl_coef and algo.vf_coef must be >= 0"),
             (self.algo.max_nonfinite >= 1, "algo.max_nonfinite must be >= 1"),
+            (
+                self.algo.incentive_placement == "reward" or self.algo.name in ("grpo", "rloo"),
+                "algo.incentive_placement=advantage adds the incentives after a group baseline: it needs "
+                "algo.name=grpo or rloo",
+            ),
             (
                 self.algo.name != "sft" or (self.backend == "local" and self.generation.backend == "hf"),
                 "algo.name=sft samples the untrained team beside the trained one: it needs backend=local and "

@@ -7,7 +7,8 @@ statistics, logged every step as `incentive_adv/...`, say how much is left (docs
 
 - `bonus_abs`: mean |bonus| over all answers, in reward units (compare `reward/mean`);
 - `kept`: over the answers with a bonus, the mean of (bonus − its group's mean bonus) / bonus: 1 where no other
-  rollout of the group got it, 0 where all did;
+  rollout of the group got it, 0 where all did (1 with `algo.incentive_placement=advantage`, which adds the bonus
+  after the baseline);
 - `abs_share`: mean |A(R) − A(R − bonus)| / mean |A(R)|: the share of the advantages' size that the incentives make;
 - `<event>` (`corrective/self_fix`, ...): the mean of A(R) − A(R − bonus) over the answers where the event fired,
   in advantage units: what the event changes in the answer's advantage after the baseline.
@@ -42,14 +43,15 @@ def incentive_advantage_stats(algo: AlgoConfig, reward: RewardConfig, rewards: T
     has = bonus != 0
     if not has.any():
         return {}
-    full = group_advantages(algo, rewards)
-    delta = full - group_advantages(algo, rewards - bonus)
+    after = algo.incentive_placement == "advantage"  # then nothing is subtracted from the bonus: all of it is kept
+    full = group_advantages(algo, rewards, bonus)  # with incentive_placement=advantage: A(R − bonus) + bonus
+    delta = full - group_advantages(algo, rewards - bonus, torch.zeros_like(bonus))
     b, n, t = rewards.shape
     ids = group_ids(algo.group_by, b // algo.rollouts_per_problem, algo.rollouts_per_problem, n, t)
     mean_bonus = group_mean(bonus.reshape(-1), ids).reshape(b, n, t)
     out = {
         "incentive_adv/bonus_abs": bonus.abs().mean().item(),
-        "incentive_adv/kept": ((bonus - mean_bonus)[has] / bonus[has]).mean().item(),
+        "incentive_adv/kept": 1.0 if after else ((bonus - mean_bonus)[has] / bonus[has]).mean().item(),
         "incentive_adv/abs_share": (delta.abs().mean() / full.abs().mean().clamp(min=1e-12)).item(),
     }
     for key, fired in incentive_events(correct, reward.convention).items():

@@ -38,7 +38,7 @@ from maporl.incentive_stats import incentive_advantage_stats
 from maporl.learner import Learner, Updaters
 from maporl.policy import encode_episodes, policy_for, sampled_logprobs
 from maporl.records import TrainBatch, answer_grid
-from maporl.rewards import incentive_counts, step_rewards
+from maporl.rewards import incentive_counts, incentives, step_rewards
 from maporl.rundir import save_config, write_transcripts
 from maporl.tasks import get_task
 from maporl.team import build_generator, build_team
@@ -139,7 +139,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             old_logp, old_values, ref_logp = learner.old_policy(batch)
             if cfg.train.async_rollout:  # the behaviour policy: the sampler's, one update behind the learners'
                 old_logp = sampled_logprobs(transcripts, episodes, batch)
-            advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp)
+            bonus = incentives(correct, cfg.reward.alpha, cfg.reward.beta, cfg.reward.convention).to(rewards)
+            advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp, bonus)
             stats = learner.update(TrainBatch(batch, advantages, returns, old_logp, old_values, ref_logp), step + 1)
             generator.sync(team)
         return transcripts, labels, valid, rewards, correct, kept, stats
