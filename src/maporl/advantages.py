@@ -284,10 +284,15 @@ def group_advantages(cfg: AlgoConfig, rewards: Tensor, bonus: Tensor | None = No
         (B, N, T) advantages.
     """
     after = cfg.incentive_placement == "advantage" and bonus is not None
-    b, n, t = rewards.shape
-    ids = group_ids(cfg.group_by, b // cfg.rollouts_per_problem, cfg.rollouts_per_problem, n, t)
-    base = GROUP_ESTIMATORS[cfg.name]((rewards - bonus if after else rewards).reshape(-1), ids).reshape(b, n, t)
+    ids = step_group_ids(cfg, rewards.shape)
+    base = GROUP_ESTIMATORS[cfg.name]((rewards - bonus if after else rewards).reshape(-1), ids).reshape(rewards.shape)
     return base + bonus if after else base
+
+
+def step_group_ids(cfg: AlgoConfig, shape: torch.Size) -> Tensor:
+    """The `cfg.group_by` group ids of a step's (B, N, T) answers, flattened (`group_ids`)."""
+    b, n, t = shape
+    return group_ids(cfg.group_by, b // cfg.rollouts_per_problem, cfg.rollouts_per_problem, n, t)
 
 
 @torch.no_grad()

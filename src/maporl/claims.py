@@ -39,15 +39,19 @@ def _gain(evals: list[dict]) -> tuple[float, list[list[float]] | None]:
     return mean, _problems(evals, lambda row: row[-1] - row[0])
 
 
+def _check_same_problems(a: list[dict], b: list[dict]) -> None:
+    """Paired differences compare the two teams problem by problem, seed by seed."""
+    if any(x["problem_ids"] != y["problem_ids"] for x, y in zip(a, b, strict=True)):
+        raise ValueError("paired differences need the same problems: evaluate both teams with the same eval.seed")
+
+
 def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]] | None]:
     """Final turn of team a − team b, paired problem by problem within each seed (seeds both have, in order)."""
     a, b = a[: len(b)], b[: len(a)]
     mean = sum(100 * (x["acc_per_turn"][-1] - y["acc_per_turn"][-1]) for x, y in zip(a, b, strict=True)) / len(a)
     if not all("acc_per_problem_turn" in e for e in a + b):
         return mean, None
-    for x, y in zip(a, b, strict=True):
-        if x["problem_ids"] != y["problem_ids"]:
-            raise ValueError("paired differences need the same problems: evaluate both teams with the same eval.seed")
+    _check_same_problems(a, b)
     diffs = [
         [100 * (p[-1] - q[-1]) for p, q in zip(x["acc_per_problem_turn"], y["acc_per_problem_turn"], strict=True)]
         for x, y in zip(a, b, strict=True)
@@ -61,8 +65,7 @@ def _behaviour_lead(a: list[dict], b: list[dict], name: str) -> tuple[float, tup
     where an evaluation predates the behaviours)."""
     a, b = a[: len(b)], b[: len(a)]
     if all("correct_per_problem" in e for e in a + b):
-        if any(x["problem_ids"] != y["problem_ids"] for x, y in zip(a, b, strict=True)):
-            raise ValueError("paired differences need the same problems: evaluate both teams with the same eval.seed")
+        _check_same_problems(a, b)
         counts = [[behaviour_per_problem(parse_correct(e["correct_per_problem"]))[name] for e in t] for t in (a, b)]
         diff, low, high = paired_rate_difference(*counts)
         return 100 * diff, (100 * low, 100 * high)

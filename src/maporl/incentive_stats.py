@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from maporl.advantages import GROUP_ESTIMATORS, group_advantages, group_ids, group_mean
+from maporl.advantages import GROUP_ESTIMATORS, group_advantages, group_mean, step_group_ids
 from maporl.config import AlgoConfig, RewardConfig
 from maporl.rewards import incentive_events, incentives
 
@@ -46,9 +46,7 @@ def incentive_advantage_stats(algo: AlgoConfig, reward: RewardConfig, rewards: T
     after = algo.incentive_placement == "advantage"  # then nothing is subtracted from the bonus: all of it is kept
     full = group_advantages(algo, rewards, bonus)  # with incentive_placement=advantage: A(R − bonus) + bonus
     delta = full - group_advantages(algo, rewards - bonus, torch.zeros_like(bonus))
-    b, n, t = rewards.shape
-    ids = group_ids(algo.group_by, b // algo.rollouts_per_problem, algo.rollouts_per_problem, n, t)
-    mean_bonus = group_mean(bonus.reshape(-1), ids).reshape(b, n, t)
+    mean_bonus = group_mean(bonus.reshape(-1), step_group_ids(algo, rewards.shape)).reshape(rewards.shape)
     out = {
         "incentive_adv/bonus_abs": bonus.abs().mean().item(),
         "incentive_adv/kept": 1.0 if after else ((bonus - mean_bonus)[has] / bonus[has]).mean().item(),

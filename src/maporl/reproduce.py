@@ -208,8 +208,8 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
             done = run / "done.json"
             if resume and done.is_file():
                 record = json.loads(done.read_text())
-                if "incentives" not in record and run_stats(run):  # written before done.json kept these
-                    record |= run_stats(run)
+                if "incentives" not in record and (stats := run_stats(run)):  # written before done.json kept these
+                    record |= stats
                     done.write_text(json.dumps(record))
                 earlier_minutes += record.get("minutes", 0.0)
                 runs[method].append({"seed": seed, **_stats(record)})

@@ -139,7 +139,9 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             old_logp, old_values, ref_logp = learner.old_policy(batch)
             if cfg.train.async_rollout:  # the behaviour policy: the sampler's, one update behind the learners'
                 old_logp = sampled_logprobs(transcripts, episodes, batch)
-            bonus = incentives(correct, cfg.reward.alpha, cfg.reward.beta, cfg.reward.convention).to(rewards)
+            bonus = None  # the incentive part of the rewards: read only when it enters after the baseline
+            if cfg.algo.incentive_placement == "advantage":
+                bonus = incentives(correct, cfg.reward.alpha, cfg.reward.beta, cfg.reward.convention).to(rewards)
             advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp, bonus)
             stats = learner.update(TrainBatch(batch, advantages, returns, old_logp, old_values, ref_logp), step + 1)
             generator.sync(team)
