@@ -115,13 +115,18 @@ def test_incentive_arm_against_no_incentives_on_the_behaviour_it_targets():
     assert row["measured"] == pytest.approx(100 / 6) and row["low"] is None and row["verdict"] == "not established"
 
 
-def test_the_solo_warmup_arm_gets_its_claim_b_row():
+def test_each_claim_b_trial_gets_its_row_against_single_agent_rl():
     evals = {
         "untrained": method(FLAT, FLAT),
         "single_agent_rl": method(([0.5, 0.55], [0.6, 0.62]), FLAT),
         "maporl": method(([0.6, 0.6], [0.5, 0.7]), FLAT),
         "maporl_solo_warmup": method(([0.6, 0.7], [0.6, 0.8]), FLAT),  # final 0.7, 0.8: +15, +18 over 0.55, 0.62
+        "maporl_shared": method(([0.6, 0.55], [0.6, 0.62]), FLAT),  # final = single-agent RL's: +0
     }
-    row = next(r for r in measure_claims(evals) if "warm-up" in r["claim"])
-    assert (row["measured"], row["low"], row["high"]) == pytest.approx((16.5, 15.0, 18.0))
-    assert row["verdict"] == "established"
+    rows = {r["claim"]: r for r in measure_claims(evals) if r["claim"].startswith("(b) MAPoRL ")}
+    warmup = rows["(b) MAPoRL after a solo warm-up − single-agent RL, same minutes"]
+    assert (warmup["measured"], warmup["low"], warmup["high"]) == pytest.approx((16.5, 15.0, 18.0))
+    assert warmup["verdict"] == "established"
+    shared = rows["(b) MAPoRL with one shared adapter − single-agent RL, same minutes"]
+    assert (shared["measured"], shared["low"], shared["high"], shared["verdict"]) == (0, 0, 0, "not established")
+    assert not any("epochs" in c or "rollouts" in c for c in rows)  # trials that did not run get no row

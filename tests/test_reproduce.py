@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import tiny_cfg
 
 from maporl.config import load_config
 
@@ -271,3 +272,35 @@ def test_an_older_evaluation_is_recomputed_from_its_transcripts_when_read_back(t
     assert read_eval(tmp_path / "kept", "arith_chain") == full and full["correct_per_problem"] == ["11 01"]
     assert json.loads((tmp_path / "kept" / "eval.json").read_text()) == full
     assert read_eval(tmp_path / "gone", "arith_chain") == older
+
+
+def test_claim_b_trials_change_only_what_they_name_and_a_shared_adapter_is_evaluated_shared():
+    """maporl_epochs2 / maporl_wide / maporl_shared: MAPoRL's config with one change each (the same 32 discussions a
+    step for maporl_wide); a run trained with one shared adapter is evaluated with that layout."""
+    from maporl import reproduce as rep
+    from maporl.config import to_dict, with_overrides
+    from maporl.team import team_config
+
+    cfg = load_config(None)
+    trial = {
+        m: with_overrides(cfg, rep.TRAINING_OVERRIDES[m]) for m in ("maporl_epochs2", "maporl_wide", "maporl_shared")
+    }
+    assert (trial["maporl_epochs2"].algo.epochs, trial["maporl_epochs2"].algo.minibatches) == (2, 2)
+    wide = trial["maporl_wide"]
+    assert (wide.train.problems_per_step, wide.algo.rollouts_per_problem) == (16, 2)
+    assert wide.train.problems_per_step * wide.algo.rollouts_per_problem == (
+        cfg.train.problems_per_step * cfg.algo.rollouts_per_problem
+    )
+    assert set(rep.TRIALS_B) <= set(rep.BY_NAME)
+    for m, t in trial.items():
+        assert team_config(cfg, to_dict(t)).discussion.adapters == ("shared" if m == "maporl_shared" else "per_agent")
+
+
+def test_the_shared_adapter_trial_trains_and_evaluates_with_a_tiny_model(tiny_model_dir, tmp_path):
+    """maporl_shared for real on the random 1M model: one adapter saved, and reproduce's evaluation loads it."""
+    from maporl import reproduce as rep
+
+    ckpt, team_cfg = rep._train("maporl_shared", tiny_cfg(tiny_model_dir), tmp_path / "run", quiet=True)
+    assert [p.name for p in ckpt.glob("adapter_*.safetensors")] == ["adapter_shared.safetensors"]
+    m = rep._evaluate(team_cfg, ckpt, "arith_chain", tmp_path / "eval")
+    assert len(m["acc_per_turn"]) == 2 and len(m["problem_ids"]) == 2

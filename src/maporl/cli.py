@@ -133,7 +133,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (reproduce.seeds, default 0)")
     r.add_argument(
         "--methods",
-        help="comma-separated subset of: " + ", ".join(get_args(ReproduceMethod)) + "; or all (with the ablations)",
+        help="comma-separated subset of: "
+        + ", ".join(get_args(ReproduceMethod))
+        + "; or all (with the ablations and trials)",
     )
     r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
     r.add_argument("--config", help="YAML config the trained methods start from (default: configs/tiny.yaml)")

@@ -215,6 +215,9 @@ ReproduceMethod = Literal[
     "maporl_alpha1_only",
     "maporl_beta0_only",
     "maporl_solo_warmup",
+    "maporl_epochs2",
+    "maporl_wide",
+    "maporl_shared",
 ]
 
 
@@ -228,7 +231,8 @@ class ReproduceConfig:
     methods: tuple[ReproduceMethod, ...] = opt(
         (),
         "methods to run (empty: the paper's comparison, the first six; the incentive ablations maporl_alpha1_only "
-        "and maporl_beta0_only and the trial maporl_solo_warmup run when named)",
+        "and maporl_beta0_only and the claim-(b) trials maporl_solo_warmup, maporl_epochs2, maporl_wide and "
+        "maporl_shared run when named; all: every one)",
     )
     solo_warmup_share: float = opt(
         1 / 3,

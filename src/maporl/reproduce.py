@@ -11,7 +11,11 @@ T turns on the same held-out problems of the training task and of a transfer tas
   (α1: corrective, for an agent that was wrong alone; β0: persuasive, for peers that were wrong too);
 - maporl_solo_warmup: a trial for claim (b) at equal minutes: for `reproduce.solo_warmup_share` of the budget every
   agent answers alone (one turn, its own adapter), then co-training with discussions from those adapters for the
-  rest. These three run only when named in `--methods` (or with `--methods all`);
+  rest;
+- maporl_epochs2, maporl_wide, maporl_shared: more trials for claim (b) at equal minutes: two optimizer epochs of two
+  minibatches over each step's rollouts (they are MAPoRL's cost: reuse them PPO-style); 16 problems x 2 rollouts a
+  step instead of 8 x 4 (more problems for the same answers); one adapter shared by all agents (three times the
+  data per adapter). These six run only when named in `--methods` (or with `--methods all`);
 - single_agent_rl_same_problems: single_agent_rl trained for as many steps as maporl took on that seed, so on the same
   training problems with the same rollouts (the same seed and step draw the same problems). A wall-clock budget gives
   single-agent RL about N x T times more problems, since each of its steps samples one answer per rollout, not N x T.
@@ -27,15 +31,14 @@ import time
 import typing
 from pathlib import Path
 
-from maporl.claims import SAME_PROBLEMS, measure_claims
+from maporl.claims import SAME_PROBLEMS, SOLO_WARMUP, TRIALS_B, measure_claims
 from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
 from maporl.results_tables import per_seed, results_markdown, summarize
 
 # Table order (as `reproduce.methods` lists them); SAME_PROBLEMS runs after maporl, whose step count it takes.
 ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
 ABLATIONS = ("maporl_alpha1_only", "maporl_beta0_only")
-SOLO_WARMUP = "maporl_solo_warmup"
-BY_NAME = (*ABLATIONS, SOLO_WARMUP)  # not part of the default comparison (`--methods all` runs them too)
+BY_NAME = (*ABLATIONS, *TRIALS_B)  # not part of the default comparison (`--methods all` runs them too)
 METHODS = tuple(m for m in ALL_METHODS if m not in BY_NAME)
 ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
 TRAINING_OVERRIDES = {
@@ -44,6 +47,9 @@ TRAINING_OVERRIDES = {
     "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
     "maporl_alpha1_only": ["reward.alpha=[0.0,2.0]", "reward.beta=[0.0,0.0]"],
     "maporl_beta0_only": ["reward.alpha=[0.0,0.0]", "reward.beta=[2.0,0.0]"],
+    "maporl_epochs2": ["algo.epochs=2", "algo.minibatches=2"],
+    "maporl_wide": ["algo.rollouts_per_problem=2", "train.problems_per_step=16"],
+    "maporl_shared": ["discussion.adapters=shared"],
     # Maximum likelihood on the kept traces: one on-policy pass, no KL (the learner's ratio is then exactly 1).
     "sft_traces": ["algo.name=sft", "algo.epochs=1", "algo.minibatches=1", "algo.kl_coef=0.0"],
 }

@@ -105,9 +105,12 @@ def build_team(cfg: Config, with_adapters: bool) -> Team:
 
 
 def team_config(cfg: Config, run_cfg: dict | None) -> Config:
-    """The config to build a trained run's team with: an agent trained alone (a run of one agent) sits in every seat
-    of a larger team, as one adapter shared by all (`checkpoint.load_weights` puts its adapter there)."""
-    if run_cfg and run_cfg.get("discussion", {}).get("num_agents") == 1 and cfg.discussion.num_agents > 1:
+    """The config to build a trained run's team with: a run trained with one shared adapter is evaluated with it, and
+    an agent trained alone (a run of one agent) sits in every seat of a larger team, as one adapter shared by all
+    (`checkpoint.load_weights` puts its adapter there)."""
+    trained = (run_cfg or {}).get("discussion", {})
+    alone = trained.get("num_agents") == 1 and cfg.discussion.num_agents > 1
+    if alone or (trained.get("adapters") == "shared" and cfg.discussion.adapters == "per_agent"):
         return dataclasses.replace(cfg, discussion=dataclasses.replace(cfg.discussion, adapters="shared"))
     return cfg
 
