@@ -130,3 +130,34 @@ def test_each_claim_b_trial_gets_its_row_against_single_agent_rl():
     shared = rows["(b) MAPoRL with one shared adapter − single-agent RL, same minutes"]
     assert (shared["measured"], shared["low"], shared["high"], shared["verdict"]) == (0, 0, 0, "not established")
     assert not any("epochs" in c or "rollouts" in c for c in rows)  # trials that did not run get no row
+
+
+def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():
+    """Three seeds that gave the same answers on the same problems are one sample of problems, not three: every row
+    keeps the one-seed interval. Seeds evaluated on other problems stay strata, and then the interval narrows."""
+    from maporl import claims as c
+    from maporl.stats import paired_difference
+
+    one = {m: method(*e) for m, e in {
+        "untrained": (([0.4, 0.0], [0.4, 0.4], [0.0, 0.4]), FLAT),  # final − turn 0: −40, 0, +40
+        "single_agent_rl": (([0.5, 0.55], [0.6, 0.62], [0.6, 0.6]), FLAT),
+        "maporl": (([0.6, 0.6], [0.5, 0.7], [0.4, 0.9]), ([0.5, 0.525], [0.5, 0.525])),
+    }.items()}  # fmt: skip
+    three = {m: {k: v * 3 for k, v in e.items()} for m, e in one.items()}
+    spans = [[(r["measured"], r["low"], r["high"]) for r in measure_claims(e)] for e in (one, three)]
+    assert sum(spans[0], ()) == pytest.approx(sum(spans[1], ()))
+    assert spans[0][0] == (0.0, -40.0, 40.0)  # (a) has a real interval here, not a point
+    seeds = three["untrained"]["train_task"]
+    elsewhere = [seeds[0], *(dict(e, problem_ids=["q0", "q1", "q2"]) for e in seeds[1:])]
+    mean, strata = c._gain(elsewhere)
+    assert len(strata) == 3 and mean == 0
+    _, low, high = paired_difference(strata)
+    assert spans[0][0][1] < low < high < spans[0][0][2]
+    # Behaviour rates: each problem's events and opportunities summed over the seeds that share it.
+    none, alpha1 = arm("00 00 00", "00 00 00"), arm("01 00 00", "00 00 00")
+    single = measure_claims({"maporl_no_incentives": none, "maporl_alpha1_only": alpha1})[0]
+    tripled = measure_claims({m: {"train_task": e["train_task"] * 3} for m, e in
+                              (("maporl_no_incentives", none), ("maporl_alpha1_only", alpha1))})[0]  # fmt: skip
+    assert (tripled["measured"], tripled["low"], tripled["high"]) == pytest.approx(
+        (single["measured"], single["low"], single["high"])
+    )

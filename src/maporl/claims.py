@@ -1,5 +1,7 @@
 """The paper's four claims, measured by `maporl reproduce`: each a difference in points of final-turn accuracy (or a
-share, for transfer) with a 95% interval from a paired bootstrap over problems, pooled over seeds (`stats.py`). Where
+share, for transfer) with a 95% interval from a paired bootstrap over problems, pooled over seeds (`stats.py`; where
+every seed was evaluated on the same problems, as `reproduce` does, a resample draws each problem for all seeds at
+once: `_by_problem`). Where
 the incentive arms ran, each is compared with α = β = 0 on the behaviour its incentive targets (a difference of rates,
 resampled the same way).
 
@@ -40,10 +42,28 @@ def _problems(evals: list[dict], score: Callable[[list[float]], float]) -> list[
     return [[100 * score(row) for row in e["acc_per_problem_turn"]] for e in evals]
 
 
+def _shared_problems(*teams: list[dict]) -> bool:
+    """Were every seed of every team evaluated on the same problems, in the same order (the same eval.seed)?"""
+    ids = [e.get("problem_ids") for team in teams for e in team]
+    return len(ids) > 1 and ids[0] is not None and all(i == ids[0] for i in ids)
+
+
+def _by_problem(per_seed: list[list[float]]) -> list[list[float]]:
+    """One stratum of each problem's mean over seeds. Seeds evaluated on the same problems are not independent
+    samples of problems (the untrained team even gives the same answers in every seed): resampling them as separate
+    strata would count each problem once per seed and narrow the interval by up to √seeds. A resample draws a
+    problem for every seed at once; the pooled mean is unchanged."""
+    return [[sum(column) / len(column) for column in zip(*per_seed, strict=True)]]
+
+
+def _strata(per_seed: list[list[float]] | None, *teams: list[dict]) -> list[list[float]] | None:
+    return _by_problem(per_seed) if per_seed is not None and _shared_problems(*teams) else per_seed
+
+
 def _gain(evals: list[dict]) -> tuple[float, list[list[float]] | None]:
-    """Final − turn 0 within one team: (mean over seeds of the means, per-problem differences)."""
+    """Final − turn 0 within one team: (mean over seeds of the means, per-problem differences to resample)."""
     mean = sum(100 * (e["acc_per_turn"][-1] - e["acc_per_turn"][0]) for e in evals) / len(evals)
-    return mean, _problems(evals, lambda row: row[-1] - row[0])
+    return mean, _strata(_problems(evals, lambda row: row[-1] - row[0]), evals)
 
 
 def _check_same_problems(a: list[dict], b: list[dict]) -> None:
@@ -63,7 +83,7 @@ def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]] | None
         [100 * (p[-1] - q[-1]) for p, q in zip(x["acc_per_problem_turn"], y["acc_per_problem_turn"], strict=True)]
         for x, y in zip(a, b, strict=True)
     ]
-    return mean, diffs
+    return mean, _strata(diffs, a, b)
 
 
 def _behaviour_lead(a: list[dict], b: list[dict], name: str) -> tuple[float, tuple[float, float] | None] | None:
@@ -74,6 +94,8 @@ def _behaviour_lead(a: list[dict], b: list[dict], name: str) -> tuple[float, tup
     if all("correct_per_problem" in e for e in a + b):
         _check_same_problems(a, b)
         counts = [[behaviour_per_problem(parse_correct(e["correct_per_problem"]))[name] for e in t] for t in (a, b)]
+        if _shared_problems(a, b):  # each problem's events and opportunities summed over seeds (see _by_problem)
+            counts = [[tuple(map(_sum_columns, zip(*seeds, strict=True)))] for seeds in counts]
         diff, low, high = paired_rate_difference(*counts)
         return 100 * diff, (100 * low, 100 * high)
 
@@ -85,6 +107,10 @@ def _behaviour_lead(a: list[dict], b: list[dict], name: str) -> tuple[float, tup
         return events / max(1, sum(sum(e["behaviour"][name]["count_per_turn"]) for e in evals))
 
     return 100 * (rate(a) - rate(b)), None
+
+
+def _sum_columns(rows: tuple[list[int], ...]) -> list[int]:
+    return [sum(column) for column in zip(*rows, strict=True)]
 
 
 def _row(label: str, measured: tuple[float, list[list[float]] | None], op: str, target: float) -> dict:

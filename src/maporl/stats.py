@@ -5,7 +5,8 @@ problems (every evaluation draws them from `eval.seed`), once per training seed.
 difference is d[s][p] = score_A(p) − score_B(p); the estimate is the mean of all d, pooled over seeds, and its 95%
 interval comes from resampling problems with replacement *within* each seed (seeds as strata: every resample keeps
 each seed's share), taking the 2.5th and 97.5th percentiles of the resampled means. Pairing removes the problems'
-difficulty from the noise, which is most of it at 500 problems.
+difficulty from the noise, which is most of it at 500 problems. Seeds evaluated on the *same* problems are not
+separate samples of problems: `claims` passes their per-problem means over seeds as one stratum instead.
 """
 
 from __future__ import annotations
