@@ -304,3 +304,32 @@ def test_the_shared_adapter_trial_trains_and_evaluates_with_a_tiny_model(tiny_mo
     assert [p.name for p in ckpt.glob("adapter_*.safetensors")] == ["adapter_shared.safetensors"]
     m = rep._evaluate(team_cfg, ckpt, "arith_chain", tmp_path / "eval")
     assert len(m["acc_per_turn"]) == 2 and len(m["problem_ids"]) == 2
+
+
+def test_a_trial_run_on_fewer_seeds_stays_in_the_comparisons_tables(tmp_path, monkeypatch):
+    """A trial run on seed 0 only, into a comparison of two seeds: a later --resume of the comparison reads it back
+    without running anything, and its claims row pairs it with seed 0 of single-agent RL."""
+    from maporl import reproduce as rep
+
+    trained = []
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0):
+        trained.append((method, cfg.seed))
+        _metrics(run_dir, [1.0])
+        return None, cfg
+
+    _fake_runs(monkeypatch, fake_train, {"untrained": 0.4, "single_agent_rl": 0.6, "maporl_shared": 0.7})
+    three = "reproduce.methods=[untrained,single_agent_rl,maporl]"
+    rep.reproduce(load_config(None, [three, "reproduce.seeds=[0,1]"]), tmp_path, quiet=True)
+    trial = load_config(None, ["reproduce.methods=[maporl_shared]", "reproduce.seeds=[0]"])
+    rep.reproduce(trial, tmp_path, resume=True, quiet=True)
+    assert trained[-1] == ("maporl_shared", 0) and len(trained) == 5
+    results = rep.reproduce(load_config(None, [three, "reproduce.seeds=[0,1]"]), tmp_path, resume=True, quiet=True)
+    assert len(trained) == 5  # nothing run again
+    assert [row["seed"] for row in results["methods"]["maporl_shared"]["per_seed"]] == [0]
+    row = next(c for c in results["claims"] if "shared adapter" in c["claim"])
+    assert (row["measured"], row["low"], row["high"]) == pytest.approx((10.0, 10.0, 10.0))
+    assert (
+        "Run on fewer seeds (claims rows pair them with the same seeds of the others): maporl_shared: 0."
+        in (tmp_path / "results.md").read_text()
+    )

@@ -72,9 +72,19 @@ def _check_same_problems(a: list[dict], b: list[dict]) -> None:
         raise ValueError("paired differences need the same problems: evaluate both teams with the same eval.seed")
 
 
+def _paired(a: list[dict], b: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The evaluations of the seeds both teams have, in a's order: matched by `seed` where every evaluation carries
+    it (reproduce's do, so a trial run on fewer seeds pairs with the right ones), else by position."""
+    if all("seed" in e for e in a + b):
+        theirs = {e["seed"]: e for e in b}
+        a = [e for e in a if e["seed"] in theirs]
+        return a, [theirs[e["seed"]] for e in a]
+    return a[: len(b)], b[: len(a)]
+
+
 def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]] | None]:
-    """Final turn of team a − team b, paired problem by problem within each seed (seeds both have, in order)."""
-    a, b = a[: len(b)], b[: len(a)]
+    """Final turn of team a − team b, paired problem by problem within each seed (the seeds both have)."""
+    a, b = _paired(a, b)
     mean = sum(100 * (x["acc_per_turn"][-1] - y["acc_per_turn"][-1]) for x, y in zip(a, b, strict=True)) / len(a)
     if not all("acc_per_problem_turn" in e for e in a + b):
         return mean, None
@@ -90,7 +100,9 @@ def _behaviour_lead(a: list[dict], b: list[dict], name: str) -> tuple[float, tup
     """Behaviour `name`'s rate (points, turns >= 1 and agents pooled) of team a − team b on the same problems, with
     its paired interval where both have per-problem correctness (else from the pooled counts, no interval; None
     where an evaluation predates the behaviours)."""
-    a, b = a[: len(b)], b[: len(a)]
+    a, b = _paired(a, b)
+    if not a:
+        return None
     if all("correct_per_problem" in e for e in a + b):
         _check_same_problems(a, b)
         counts = [[behaviour_per_problem(parse_correct(e["correct_per_problem"]))[name] for e in t] for t in (a, b)]
@@ -140,7 +152,7 @@ def measure_claims(evals: Evals) -> list[dict]:
         label = "(b) MAPoRL − single-agent RL on the same problems"
         rows.append(_row(label, _lead(train["maporl"], train[SAME_PROBLEMS]), ">=", 8))
     for arm, what in TRIALS_B.items():
-        if arm in train:
+        if arm in train and _paired(train[arm], train["single_agent_rl"])[0]:
             label = f"(b) MAPoRL {what} − single-agent RL, same minutes"
             rows.append(_row(label, _lead(train[arm], train["single_agent_rl"]), ">=", 8))
     over_untrained = _lead(train["maporl"], train["untrained"])

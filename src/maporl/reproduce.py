@@ -166,19 +166,23 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
     from maporl.report import write_report
 
     r = cfg.reproduce
-    methods, seeds = r.methods or METHODS, list(r.seeds)
+    requested, seeds = r.methods or METHODS, list(r.seeds)
     task, transfer_task = cfg.task.name, r.transfer_task
     base = with_overrides(cfg, [f"train.minutes={r.budget_min}", "train.max_steps=100000"])
     saved = out / "config.yaml"
     if resume and saved.exists() and not _same_settings(saved, base):
         raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
-    if SAME_PROBLEMS in methods and "maporl" not in methods:
+    if SAME_PROBLEMS in requested and "maporl" not in requested:
         missing = [s for s in seeds if not (out / "maporl" / f"seed{s}" / "done.json").is_file()]
         if missing:
             raise UsageError(
                 f"{SAME_PROBLEMS} trains for as many steps as maporl took, and {out} has no finished maporl run "
                 f"for seed(s) {missing}: add maporl to --methods"
             )
+    methods = list(requested)
+    if resume:  # the comparison's other finished runs (e.g. trials run on fewer seeds) stay in its tables
+        finished = {m for m in ALL_METHODS for s in seeds if (out / m / f"seed{s}" / "done.json").is_file()}
+        methods += [m for m in ALL_METHODS if m in finished and m not in requested]
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(_settings(base))
     started, earlier_minutes = time.time(), 0.0  # minutes of the (seed, method) runs read back, when resuming
@@ -220,9 +224,11 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
                 earlier_minutes += record.get("minutes", 0.0)
                 runs[method].append({"seed": seed, **_stats(record)})
                 for key, name in (("train_task", task), ("transfer_task", transfer_task)):
-                    scores[method][key].append(read_eval(run / f"eval_{key}", name))
+                    scores[method][key].append({"seed": seed, **read_eval(run / f"eval_{key}", name)})
                 if not quiet:
                     print(f"  {method:<29} seed {seed}: evaluated before, read back")
+                continue
+            if method not in requested:  # read back where it ran, not run here
                 continue
             if run.exists():  # a method interrupted part-way starts again from scratch
                 shutil.rmtree(run)
@@ -236,7 +242,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
                 ckpt, team_cfg = _train(method, seed_cfg, run, quiet, steps)
             for key, name in (("train_task", task), ("transfer_task", transfer_task)):
                 m = _evaluate(team_cfg, ckpt, name, run / f"eval_{key}")
-                scores[method][key].append(m)
+                scores[method][key].append({"seed": seed, **m})
                 if not quiet:
                     accs = " / ".join(f"{100 * a:.1f}" for a in m["acc_per_turn"])
                     print(f"  {method:<29} {name:<14} {accs}")

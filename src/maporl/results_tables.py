@@ -169,6 +169,12 @@ def results_markdown(results: dict) -> str:
     if "seeds_done" in results:
         done = ", ".join(f"{m} {n}" for m, n in results["seeds_done"].items())
         lines.append(f"**Partial: the run is still going or was cut off.** Seeds evaluated so far: {done}.\n")
+    else:
+        fewer = {m: [r["seed"] for r in v.get("per_seed", [])] for m, v in results["methods"].items()}
+        fewer = {m: s for m, s in fewer.items() if len(s) < len(results["seeds"])}
+        if fewer:  # trials read back from the comparison's directory, run on fewer seeds than the rest
+            listed = "; ".join(f"{m}: {', '.join(map(str, s))}" for m, s in fewer.items())
+            lines.append(f"Run on fewer seeds (claims rows pair them with the same seeds of the others): {listed}.\n")
     lines.append(
         f"Seeds {results['seeds']}; {results['budget_min']} min of training per method{same}; "
         f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
