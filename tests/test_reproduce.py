@@ -333,3 +333,25 @@ def test_a_trial_run_on_fewer_seeds_stays_in_the_comparisons_tables(tmp_path, mo
         "Run on fewer seeds (claims rows pair them with the same seeds of the others): maporl_shared: 0."
         in (tmp_path / "results.md").read_text()
     )
+
+
+def test_tables_only_rewrites_the_tables_from_finished_runs_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    from maporl.cli import main
+
+    trained = []
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0):
+        trained.append(method)
+        _metrics(run_dir, [1.0])
+        return None, cfg
+
+    _fake_runs(monkeypatch, fake_train, {})
+    out = str(tmp_path / "cmp")
+    assert main(["reproduce", "--tables-only", "--quiet", "--out", out]) == 2  # nothing there yet
+    assert "--tables-only: " in capsys.readouterr().err
+    assert main(["reproduce", "--methods", "untrained,maporl", "--quiet", "--out", out]) == 0
+    (tmp_path / "cmp" / "results.md").unlink()
+    assert main(["reproduce", "--seeds", "0,1", "--methods", "untrained,maporl", "--tables-only", "--out", out]) == 0
+    assert trained == ["maporl"]  # seed 1 is missing, and not run
+    table = (tmp_path / "cmp" / "results.md").read_text()
+    assert "Partial" in table and "untrained 1, maporl 1" in table

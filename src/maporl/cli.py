@@ -140,6 +140,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
     r.add_argument("--config", help="YAML config the trained methods start from (default: configs/tiny.yaml)")
     r.add_argument("--resume", action="store_true", help="keep the methods already evaluated in --out, run the rest")
+    r.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="rewrite results.json, results.md and report.html of --out from its finished runs; train nothing",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("overrides", nargs="*", metavar="section.key=value")
 
@@ -326,11 +331,13 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
             setattr(args, name, f"[{getattr(args, name)}]")
     cfg = config_from_args(args, flag_keys=REPRODUCE_FLAGS)  # validated before anything long starts
     out = Path(args.out)
-    if (out / "results.json").exists() and not args.resume:
+    if (out / "results.json").exists() and not (args.resume or args.tables_only):
         raise UsageError(f"{out} already holds results; pass a new --out directory (or --resume to complete it)")
-    if args.resume and not (out / "config.yaml").exists():
-        raise UsageError(f"--resume: {out} holds no reproduce run; drop --resume to start one")
-    results = reproduce(cfg, out, resume=args.resume, quiet=args.quiet)
+    if (args.resume or args.tables_only) and not (out / "config.yaml").exists():
+        flag = "--tables-only" if args.tables_only else "--resume"
+        raise UsageError(f"{flag}: {out} holds no reproduce run; drop {flag} to start one")
+    resume = args.resume or args.tables_only
+    results = reproduce(cfg, out, resume=resume, quiet=args.quiet, run_missing=not args.tables_only)
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, plots/ and report.html ({results['minutes']} min)")
 

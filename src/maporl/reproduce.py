@@ -158,10 +158,11 @@ def _same_settings(saved: Path, cfg: Config) -> bool:
         return False
 
 
-def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False) -> dict:
+def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False, run_missing: bool = True) -> dict:
     """Run every (seed, method) of `cfg.reproduce` on `cfg.task.name`; with `resume`, a (seed, method) already
     evaluated in `out` is read back instead of run again (a long comparison survives an interruption: only the
-    method in progress is redone)."""
+    method in progress is redone). `run_missing=False` (with `resume`) only rewrites the tables and report from what
+    `out` holds."""
     from maporl.errors import UsageError
     from maporl.report import write_report
 
@@ -179,6 +180,9 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
                 f"{SAME_PROBLEMS} trains for as many steps as maporl took, and {out} has no finished maporl run "
                 f"for seed(s) {missing}: add maporl to --methods"
             )
+    wanted = [(m, s) for s in seeds for m in requested]
+    if not run_missing:
+        requested = ()
     methods = list(requested)
     if resume:  # the comparison's other finished runs (e.g. trials run on fewer seeds) stay in its tables
         finished = {m for m in ALL_METHODS for s in seeds if (out / m / f"seed{s}" / "done.json").is_file()}
@@ -251,6 +255,6 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False)
             done.write_text(json.dumps(record))
             runs[method].append({"seed": seed, **_stats(record)})
             tables(partial=True)  # after every run: a comparison of hours shows its numbers, and keeps them if cut off
-    results = tables(partial=False)
+    results = tables(partial=any(not (out / m / f"seed{s}" / "done.json").is_file() for m, s in wanted))
     write_report(out)
     return results
