@@ -158,6 +158,11 @@ def _same_settings(saved: Path, cfg: Config) -> bool:
         return False
 
 
+def _finished(out: Path, method: str, seed: int) -> bool:
+    """Was (seed, method) trained and evaluated in the comparison `out` (its done.json is written last)?"""
+    return (out / method / f"seed{seed}" / "done.json").is_file()
+
+
 def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False, run_missing: bool = True) -> dict:
     """Run every (seed, method) of `cfg.reproduce` on `cfg.task.name`; with `resume`, a (seed, method) already
     evaluated in `out` is read back instead of run again (a long comparison survives an interruption: only the
@@ -174,7 +179,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
     if resume and saved.exists() and not _same_settings(saved, base):
         raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
     if SAME_PROBLEMS in requested and "maporl" not in requested:
-        missing = [s for s in seeds if not (out / "maporl" / f"seed{s}" / "done.json").is_file()]
+        missing = [s for s in seeds if not _finished(out, "maporl", s)]
         if missing:
             raise UsageError(
                 f"{SAME_PROBLEMS} trains for as many steps as maporl took, and {out} has no finished maporl run "
@@ -185,7 +190,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
         requested = ()
     methods = list(requested)
     if resume:  # the comparison's other finished runs (e.g. trials run on fewer seeds) stay in its tables
-        finished = {m for m in ALL_METHODS for s in seeds if (out / m / f"seed{s}" / "done.json").is_file()}
+        finished = {m for m in ALL_METHODS for s in seeds if _finished(out, m, s)}
         methods += [m for m in ALL_METHODS if m in finished and m not in requested]
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(_settings(base))
@@ -255,6 +260,6 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
             done.write_text(json.dumps(record))
             runs[method].append({"seed": seed, **_stats(record)})
             tables(partial=True)  # after every run: a comparison of hours shows its numbers, and keeps them if cut off
-    results = tables(partial=any(not (out / m / f"seed{s}" / "done.json").is_file() for m, s in wanted))
+    results = tables(partial=not all(_finished(out, m, s) for m, s in wanted))
     write_report(out)
     return results
