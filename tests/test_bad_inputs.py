@@ -131,6 +131,11 @@ CASES = [
         ["reproduce", "--methods", "single_agent_rl_same_problems", "--out", "runs/rep"],
         "add maporl to --methods",
     ),
+    (
+        "incentive arm without its no-incentive run",
+        ["reproduce", "--methods", "maporl_alpha1_only", "--out", "runs/rep"],
+        "add maporl_no_incentives to --methods",
+    ),
 ]
 
 

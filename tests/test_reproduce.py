@@ -78,16 +78,17 @@ def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
 
 def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monkeypatch):
     """The paper's incentive arms train the config with one incentive at 2 and the others at 0; they are not part
-    of the default comparison, and their rows sit after maporl_no_incentives in the tables."""
+    of the default comparison, they train for as many steps as maporl_no_incentives took on the seed, and their rows
+    sit after maporl_no_incentives in the tables."""
     from maporl import reproduce as rep
 
-    trained = {}
+    trained, order = {}, []
 
     def fake_train(method, cfg, run_dir, quiet, steps=0):
         train_cfg = load_config(None, [*rep.TRAINING_OVERRIDES.get(method, [])])
         trained[method] = (train_cfg.reward.alpha, train_cfg.reward.beta)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "time/step": 1.0}) + "\n")
+        order.append((method, steps))
+        _metrics(run_dir, [1.0] * (5 if method == "maporl_no_incentives" else steps))
         return None, cfg
 
     _fake_runs(monkeypatch, fake_train, {})
@@ -100,6 +101,8 @@ def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monke
         "maporl_beta0_only": ((0.0, 0.0), (2.0, 0.0)),
     }
     assert list(results["methods"]) == ["maporl_no_incentives", "maporl_alpha1_only", "maporl_beta0_only"]
+    # Trained after it, for as many steps as it took: the arms differ from it in the reward only, whatever the host.
+    assert order == [("maporl_no_incentives", 0), ("maporl_beta0_only", 5), ("maporl_alpha1_only", 5)]
 
 
 def test_resume_accepts_a_comparison_saved_before_a_setting_existed(tmp_path):

@@ -8,7 +8,9 @@ T turns on the same held-out problems of the training task and of a transfer tas
 - maporl: co-training with the MAPoRL reward (the config as given);
 - maporl_no_incentives: the same with corrective/persuasive weights 0;
 - maporl_alpha1_only, maporl_beta0_only: the paper's incentive ablations, one incentive at weight 2 and the others 0
-  (α1: corrective, for an agent that was wrong alone; β0: persuasive, for peers that were wrong too);
+  (α1: corrective, for an agent that was wrong alone; β0: persuasive, for peers that were wrong too), each trained
+  for as many steps as maporl_no_incentives took on that seed: the same problems and updates, only the reward
+  differs (a wall-clock budget would also compare the hosts: a session's host can be 1.7x slower than another's);
 - maporl_solo_warmup: a trial for claim (b) at equal minutes: for `reproduce.solo_warmup_share` of the budget every
   agent answers alone (one turn, its own adapter), then co-training with discussions from those adapters for the
   rest;
@@ -41,9 +43,12 @@ ABLATIONS = ("maporl_alpha1_only", "maporl_beta0_only")
 BY_NAME = (*ABLATIONS, *TRIALS_B)  # not part of the default comparison (`--methods all` runs them too)
 METHODS = tuple(m for m in ALL_METHODS if m not in BY_NAME)
 ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
+# Methods trained for as many steps as another method took on the same seed (so on the same problems) instead of for
+# the budget; each runs after the method it matches.
+STEP_MATCHED = {SAME_PROBLEMS: "maporl", **dict.fromkeys(ABLATIONS, "maporl_no_incentives")}
 TRAINING_OVERRIDES = {
     "single_agent_rl": ALONE,
-    SAME_PROBLEMS: [*ALONE, "train.minutes=0"],
+    SAME_PROBLEMS: ALONE,
     "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
     "maporl_alpha1_only": ["reward.alpha=[0.0,2.0]", "reward.beta=[0.0,0.0]"],
     "maporl_beta0_only": ["reward.alpha=[0.0,0.0]", "reward.beta=[2.0,0.0]"],
@@ -128,7 +133,7 @@ def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0)
     from maporl.rundir import save_config
     from maporl.team import team_config
 
-    extra = [f"train.max_steps={steps}"] if steps else []
+    extra = [f"train.max_steps={steps}", "train.minutes=0"] if steps else []
     if method == SOLO_WARMUP:  # every agent alone first (one turn each: a third of a step's cost), then discussions
         solo_min = cfg.reproduce.solo_warmup_share * cfg.train.minutes
         solo, _ = _train("maporl", with_overrides(cfg, ["discussion.turns=1", f"train.minutes={solo_min}"]),
@@ -178,12 +183,13 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
     saved = out / "config.yaml"
     if resume and saved.exists() and not _same_settings(saved, base):
         raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
-    if SAME_PROBLEMS in requested and "maporl" not in requested:
-        missing = [s for s in seeds if not _finished(out, "maporl", s)]
+    for method in (m for m in requested if m in STEP_MATCHED and STEP_MATCHED[m] not in requested):
+        matched = STEP_MATCHED[method]
+        missing = [s for s in seeds if not _finished(out, matched, s)]
         if missing:
             raise UsageError(
-                f"{SAME_PROBLEMS} trains for as many steps as maporl took, and {out} has no finished maporl run "
-                f"for seed(s) {missing}: add maporl to --methods"
+                f"{method} trains for as many steps as {matched} took, and {out} has no finished {matched} run "
+                f"for seed(s) {missing}: add {matched} to --methods"
             )
     wanted = [(m, s) for s in seeds for m in requested]
     if not run_missing:
@@ -222,7 +228,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
 
     for seed in seeds:
         seed_cfg = dataclasses.replace(base, seed=seed)
-        for method in sorted(methods, key=lambda m: m == SAME_PROBLEMS):  # stable: the rest keep their order
+        for method in sorted(methods, key=lambda m: m in STEP_MATCHED):  # stable: the rest keep their order
             run = out / method / f"seed{seed}"
             done = run / "done.json"
             if resume and done.is_file():
@@ -247,7 +253,8 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
             else:
                 if not quiet:
                     print(f"[{(time.time() - started) / 60:.1f} min] seed {seed}: training {method}")
-                steps = max(1, steps_trained(out / "maporl" / f"seed{seed}")) if method == SAME_PROBLEMS else 0
+                matched = STEP_MATCHED.get(method)
+                steps = max(1, steps_trained(out / matched / f"seed{seed}")) if matched else 0
                 ckpt, team_cfg = _train(method, seed_cfg, run, quiet, steps)
             for key, name in (("train_task", task), ("transfer_task", transfer_task)):
                 m = _evaluate(team_cfg, ckpt, name, run / f"eval_{key}")
