@@ -33,6 +33,9 @@ INCENTIVE_TARGETS = {
     "maporl_alpha1_only": ("α1 = 2 alone", "self_correction"),
     "maporl_beta0_only": ("β0 = 2 alone", "persuasion"),
 }
+# Arms trained for as many steps as another method took on the same seed (so on the same problems, with the same
+# updates) instead of for the wall-clock budget, which would also compare the hosts' speeds.
+STEP_MATCHED = {SAME_PROBLEMS: "maporl", **dict.fromkeys(INCENTIVE_TARGETS, "maporl_no_incentives")}
 
 
 def _problems(evals: list[dict], score: Callable[[list[float]], float]) -> list[list[float]] | None:

@@ -33,19 +33,15 @@ import time
 import typing
 from pathlib import Path
 
-from maporl.claims import SAME_PROBLEMS, SOLO_WARMUP, TRIALS_B, measure_claims
+from maporl.claims import INCENTIVE_TARGETS, SAME_PROBLEMS, SOLO_WARMUP, STEP_MATCHED, TRIALS_B, measure_claims
 from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
 from maporl.results_tables import per_seed, results_markdown, summarize
 
 # Table order (as `reproduce.methods` lists them); SAME_PROBLEMS runs after maporl, whose step count it takes.
 ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
-ABLATIONS = ("maporl_alpha1_only", "maporl_beta0_only")
-BY_NAME = (*ABLATIONS, *TRIALS_B)  # not part of the default comparison (`--methods all` runs them too)
+BY_NAME = (*INCENTIVE_TARGETS, *TRIALS_B)  # not part of the default comparison (`--methods all` runs them too)
 METHODS = tuple(m for m in ALL_METHODS if m not in BY_NAME)
 ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
-# Methods trained for as many steps as another method took on the same seed (so on the same problems) instead of for
-# the budget; each runs after the method it matches.
-STEP_MATCHED = {SAME_PROBLEMS: "maporl", **dict.fromkeys(ABLATIONS, "maporl_no_incentives")}
 TRAINING_OVERRIDES = {
     "single_agent_rl": ALONE,
     SAME_PROBLEMS: ALONE,
@@ -228,7 +224,8 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
 
     for seed in seeds:
         seed_cfg = dataclasses.replace(base, seed=seed)
-        for method in sorted(methods, key=lambda m: m in STEP_MATCHED):  # stable: the rest keep their order
+        # A step-matched arm runs after the method it matches (stable: the rest keep their order).
+        for method in sorted(methods, key=lambda m: m in STEP_MATCHED):
             run = out / method / f"seed{seed}"
             done = run / "done.json"
             if resume and done.is_file():

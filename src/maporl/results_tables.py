@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from maporl.claims import SAME_PROBLEMS, claims_markdown
+from maporl.claims import STEP_MATCHED, claims_markdown
 
 
 def summarize(per_seed: list[dict]) -> dict:
@@ -165,7 +165,8 @@ def results_markdown(results: dict) -> str:
     lines += behaviour_markdown(results)
     lines += incentives_markdown(results)
     lines += per_seed_markdown(results)
-    same = f" ({SAME_PROBLEMS}: as many steps as maporl)" if SAME_PROBLEMS in results["methods"] else ""
+    matched = [f"{m}: as many steps as {ref}" for m, ref in STEP_MATCHED.items() if m in results["methods"]]
+    same = f" ({'; '.join(matched)})" if matched else ""
     if "seeds_done" in results:
         done = ", ".join(f"{m} {n}" for m, n in results["seeds_done"].items())
         lines.append(f"**Partial: the run is still going or was cut off.** Seeds evaluated so far: {done}.\n")
