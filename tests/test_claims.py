@@ -161,3 +161,33 @@ def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():
     assert (tripled["measured"], tripled["low"], tripled["high"]) == pytest.approx(
         (single["measured"], single["low"], single["high"])
     )
+
+
+def test_incentive_ablation_gives_accuracy_and_every_behaviour_against_no_incentives():
+    """Each setting that ran against α = β = 0: the final turn's accuracy and each behaviour's rate, paired."""
+    from maporl.claims import ablation_markdown, incentive_ablation
+
+    def team(*problems: str) -> list[dict]:
+        e = arm(*problems)["train_task"][0]
+        per_turn = [[sum(int(a[t]) for a in p.split()) / 3 for t in range(2)] for p in problems]
+        return [
+            e | {"acc_per_problem_turn": per_turn, "acc_per_turn": [sum(c) / 2 for c in zip(*per_turn, strict=True)]}
+        ]
+
+    none = team("00 00 00", "00 00 00")
+    train = {"maporl_no_incentives": none, "maporl_alpha1_only": team("01 00 00", "01 00 00"), "untrained": none}
+    table = incentive_ablation(train)
+    assert list(table) == ["maporl_alpha1_only"]  # maporl and the β0 arm did not run; untrained is no setting
+    row = table["maporl_alpha1_only"]
+    # Final turn: 1 of 3 agents right on each problem, against none: +33.3 in every resample.
+    assert (row["final_turn"]["measured"], row["final_turn"]["low"]) == pytest.approx((100 / 3, 100 / 3))
+    assert row["self_correction"]["measured"] == pytest.approx(100 / 3)
+    assert set(row) == {"final_turn", "self_correction"}  # no agent was ever right: no other rate to compare
+    lines = ablation_markdown(table)
+    # Only self-correction had an opportunity (nobody was ever right, no peer majority right): one behaviour column.
+    assert lines[1:4] == [
+        "| setting | final turn | self correction |",
+        "|---|---|---|",
+        "| α1 = 2 alone (maporl_alpha1_only) | +33.3 [+33.3, +33.3] | +33.3 [+33.3, +33.3] |",
+    ]
+    assert incentive_ablation({"maporl": none}) == {} and ablation_markdown({}) == []

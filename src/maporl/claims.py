@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from maporl.behaviour import behaviour_per_problem, parse_correct
-from maporl.stats import paired_difference, paired_rate_difference, ratio_of_differences
+from maporl.behaviour import BEHAVIOURS, behaviour_per_problem, parse_correct
+from maporl.stats import NoOpportunity, paired_difference, paired_rate_difference, ratio_of_differences
 
 Evals = dict[str, dict[str, list[dict]]]  # method -> task key -> one eval.json dict per seed, in seed order
 SAME_PROBLEMS = "single_agent_rl_same_problems"
@@ -186,6 +186,56 @@ def incentive_rows(train: dict[str, list[dict]]) -> list[dict]:
             label = f"incentives: {what} − α = β = 0, {name.replace('_', '-')} rate"
             rows.append(_verdict(label, mean, *(span or (None, None)), ">", 0))
     return rows
+
+
+def incentive_ablation(train: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
+    """Each incentive setting that ran (maporl's default weights, then the paper's arms) against α = β = 0 on the
+    seeds both have: the final turn's accuracy and every behaviour's rate, each {measured, low, high} in points with
+    its 95% paired interval (low/high None where an evaluation predates per-problem results)."""
+    base = train.get("maporl_no_incentives")
+    out: dict[str, dict[str, dict]] = {}
+    for arm in ("maporl", *INCENTIVE_TARGETS):
+        if not base or arm not in train or not _paired(train[arm], base)[0]:
+            continue
+        mean, diffs = _lead(train[arm], base)
+        low, high = (None, None) if diffs is None else paired_difference(diffs)[1:]
+        out[arm] = {"final_turn": {"measured": mean, "low": low, "high": high}}
+        for name in BEHAVIOURS:
+            try:
+                lead = _behaviour_lead(train[arm], base, name)
+            except NoOpportunity:  # a cell with no rate: "–"
+                continue
+            if lead is not None:
+                low, high = lead[1] or (None, None)
+                out[arm][name] = {"measured": lead[0], "low": low, "high": high}
+    return out
+
+
+def ablation_markdown(ablation: dict[str, dict[str, dict]]) -> list[str]:
+    if not ablation:
+        return []
+    names = list(dict.fromkeys(k for row in ablation.values() for k in row))
+    lines = [
+        "### The incentive ablation (setting − α = β = 0, same seeds and problems; points, 95% paired interval)\n",
+        "| setting | " + " | ".join(n.replace("_", " ") for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for arm, row in ablation.items():
+        label = INCENTIVE_TARGETS[arm][0] if arm in INCENTIVE_TARGETS else "default α = (1, 1), β = (0.5, 0.5)"
+        cells = [_span(row[n]) if n in row else "–" for n in names]
+        lines.append(f"| {label} ({arm}) | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Final turn: accuracy; the others: the behaviour's rate, turns ≥ 1 and agents pooled (docs/metrics.md, "
+        "behaviours; conformity error and stubbornness are better lower). Targets: α1 raises self-correction, β0 "
+        "persuasion, with the interval above 0.",
+        "",
+    ]
+    return lines
+
+
+def _span(c: dict) -> str:
+    return f"{c['measured']:+.1f}" + ("" if c["low"] is None else f" [{c['low']:+.1f}, {c['high']:+.1f}]")
 
 
 def claims_markdown(claims: list[dict]) -> list[str]:

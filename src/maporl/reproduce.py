@@ -33,7 +33,15 @@ import time
 import typing
 from pathlib import Path
 
-from maporl.claims import INCENTIVE_TARGETS, SAME_PROBLEMS, SOLO_WARMUP, STEP_MATCHED, TRIALS_B, measure_claims
+from maporl.claims import (
+    INCENTIVE_TARGETS,
+    SAME_PROBLEMS,
+    SOLO_WARMUP,
+    STEP_MATCHED,
+    TRIALS_B,
+    incentive_ablation,
+    measure_claims,
+)
 from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
 from maporl.results_tables import per_seed, results_markdown, summarize
 
@@ -215,6 +223,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
                 m: {k: summarize(v) for k, v in scores[m].items()} | per_seed(scores[m], runs[m]) for m in ran
             },
             "claims": measure_claims({m: scores[m] for m in ran}),
+            "incentive_ablation": incentive_ablation({m: scores[m]["train_task"] for m in ran}),
         }
         if partial:
             results["seeds_done"] = {m: len(scores[m]["train_task"]) for m in ran}

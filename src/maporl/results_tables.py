@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from maporl.claims import STEP_MATCHED, claims_markdown
+from maporl.claims import STEP_MATCHED, ablation_markdown, claims_markdown
 
 
 def summarize(per_seed: list[dict]) -> dict:
@@ -162,6 +162,7 @@ def results_markdown(results: dict) -> str:
             )
         lines.append("")
     lines += claims_markdown(results.get("claims", []))
+    lines += ablation_markdown(results.get("incentive_ablation", {}))
     lines += behaviour_markdown(results)
     lines += incentives_markdown(results)
     lines += per_seed_markdown(results)

@@ -71,6 +71,10 @@ def ratio_of_differences(
     return (pooled_mean(numerator) / pooled_mean(denominator), *interval(num / den, level))
 
 
+class NoOpportunity(ValueError):
+    """A rate difference where a team never had the behaviour's condition: there is no rate to compare."""
+
+
 def paired_rate_difference(
     a: Sequence[tuple[Sequence[int], Sequence[int]]],
     b: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -99,7 +103,7 @@ def paired_rate_difference(
         draws = torch.randint(counts.shape[1], (samples, counts.shape[1]), generator=generator)
         totals += torch.stack([row[draws].sum(1) for row in counts])  # row by row: (samples, problems) at a time
     if point[1] == 0 or point[3] == 0:
-        raise ValueError("a team has no opportunity for this behaviour: no rate to compare")
+        raise NoOpportunity("a team has no opportunity for this behaviour: no rate to compare")
     diffs = totals[0] / totals[1] - totals[2] / totals[3]  # nan where a resample has no opportunity
     tail = (1 - level) / 2
     low, high = torch.nanquantile(diffs, torch.tensor([tail, 1 - tail], dtype=diffs.dtype)).tolist()
