@@ -221,7 +221,7 @@ def ablation_markdown(ablation: dict[str, dict[str, dict]]) -> list[str]:
         "|---|" + "---|" * len(names),
     ]
     for arm, row in ablation.items():
-        label = INCENTIVE_TARGETS[arm][0] if arm in INCENTIVE_TARGETS else "default α = (1, 1), β = (0.5, 0.5)"
+        label = INCENTIVE_TARGETS[arm][0] if arm in INCENTIVE_TARGETS else "the config's weights"
         cells = [_span(row[n]) if n in row else "–" for n in names]
         lines.append(f"| {label} ({arm}) | " + " | ".join(cells) + " |")
     lines += [
