@@ -136,6 +136,18 @@ CASES = [
         ["reproduce", "--methods", "maporl_alpha1_only", "--out", "runs/rep"],
         "add maporl_no_incentives to --methods",
     ),
+    (
+        "after-baseline arm with ppo",
+        [
+            "reproduce",
+            "--methods",
+            "maporl_no_incentives,maporl_alpha1_after_baseline",
+            "--out",
+            "runs/rep",
+            "algo.name=ppo",
+        ],
+        "--methods maporl_alpha1_after_baseline: algo.incentive_placement=advantage",
+    ),
 ]
 
 

@@ -86,23 +86,30 @@ def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monke
 
     def fake_train(method, cfg, run_dir, quiet, steps=0):
         train_cfg = load_config(None, [*rep.TRAINING_OVERRIDES.get(method, [])])
-        trained[method] = (train_cfg.reward.alpha, train_cfg.reward.beta)
+        trained[method] = (train_cfg.reward.alpha, train_cfg.reward.beta, train_cfg.algo.incentive_placement)
         order.append((method, steps))
         _metrics(run_dir, [1.0] * (5 if method == "maporl_no_incentives" else steps))
         return None, cfg
 
     _fake_runs(monkeypatch, fake_train, {})
     assert not set(rep.BY_NAME) & set(rep.METHODS)  # the default comparison leaves them out
-    named = "[maporl_beta0_only,maporl_no_incentives,maporl_alpha1_only]"
+    named = "[maporl_beta0_only,maporl_no_incentives,maporl_alpha1_only,maporl_alpha1_after_baseline]"
     results = rep.reproduce(load_config(None, [f"reproduce.methods={named}"]), tmp_path, quiet=True)
     assert trained == {
-        "maporl_no_incentives": ((0.0, 0.0), (0.0, 0.0)),
-        "maporl_alpha1_only": ((0.0, 2.0), (0.0, 0.0)),
-        "maporl_beta0_only": ((0.0, 0.0), (2.0, 0.0)),
+        "maporl_no_incentives": ((0.0, 0.0), (0.0, 0.0), "reward"),
+        "maporl_alpha1_only": ((0.0, 2.0), (0.0, 0.0), "reward"),
+        "maporl_beta0_only": ((0.0, 0.0), (2.0, 0.0), "reward"),
+        # The same weight, added to the advantage after the group baseline.
+        "maporl_alpha1_after_baseline": ((0.0, 2.0), (0.0, 0.0), "advantage"),
     }
-    assert list(results["methods"]) == ["maporl_no_incentives", "maporl_alpha1_only", "maporl_beta0_only"]
+    assert list(results["methods"]) == [
+        "maporl_no_incentives", "maporl_alpha1_only", "maporl_beta0_only", "maporl_alpha1_after_baseline"
+    ]  # fmt: skip
     # Trained after it, for as many steps as it took: the arms differ from it in the reward only, whatever the host.
-    assert order == [("maporl_no_incentives", 0), ("maporl_beta0_only", 5), ("maporl_alpha1_only", 5)]
+    assert order == [
+        ("maporl_no_incentives", 0), ("maporl_beta0_only", 5), ("maporl_alpha1_only", 5),
+        ("maporl_alpha1_after_baseline", 5),
+    ]  # fmt: skip
 
 
 def test_resume_accepts_a_comparison_saved_before_a_setting_existed(tmp_path):

@@ -32,6 +32,9 @@ TRIALS_B = {
 INCENTIVE_TARGETS = {
     "maporl_alpha1_only": ("α1 = 2 alone", "self_correction"),
     "maporl_beta0_only": ("β0 = 2 alone", "persuasion"),
+    # The same weights added to the advantage after the group baseline, which then cannot absorb them.
+    "maporl_alpha1_after_baseline": ("α1 = 2 alone, after the baseline", "self_correction"),
+    "maporl_beta0_after_baseline": ("β0 = 2 alone, after the baseline", "persuasion"),
 }
 # Arms trained for as many steps as another method took on the same seed (so on the same problems, with the same
 # updates) instead of for the wall-clock budget, which would also compare the hosts' speeds.

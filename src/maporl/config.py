@@ -214,6 +214,8 @@ ReproduceMethod = Literal[
     "maporl_no_incentives",
     "maporl_alpha1_only",
     "maporl_beta0_only",
+    "maporl_alpha1_after_baseline",
+    "maporl_beta0_after_baseline",
     "maporl_solo_warmup",
     "maporl_epochs2",
     "maporl_wide",
@@ -230,9 +232,9 @@ class ReproduceConfig:
     seeds: tuple[int, ...] = opt((0,), "seeds; each method is trained and evaluated once per seed")
     methods: tuple[ReproduceMethod, ...] = opt(
         (),
-        "methods to run (empty: the paper's comparison, the first six; the incentive ablations maporl_alpha1_only "
-        "and maporl_beta0_only and the claim-(b) trials maporl_solo_warmup, maporl_epochs2, maporl_wide and "
-        "maporl_shared run when named; all: every one)",
+        "methods to run (empty: the paper's comparison, the first six; the incentive ablations maporl_alpha1_only, "
+        "maporl_beta0_only and their *_after_baseline variants and the claim-(b) trials maporl_solo_warmup, "
+        "maporl_epochs2, maporl_wide and maporl_shared run when named; all: every one)",
     )
     solo_warmup_share: float = opt(
         1 / 3,

@@ -11,6 +11,9 @@ T turns on the same held-out problems of the training task and of a transfer tas
   (α1: corrective, for an agent that was wrong alone; β0: persuasive, for peers that were wrong too), each trained
   for as many steps as maporl_no_incentives took on that seed: the same problems and updates, only the reward
   differs (a wall-clock budget would also compare the hosts: a session's host can be 1.7x slower than another's);
+- maporl_alpha1_after_baseline, maporl_beta0_after_baseline: the same arms with algo.incentive_placement=advantage:
+  the incentive is added to each answer's advantage after the group baseline and std, which then neither absorb nor
+  rescale it (step-matched the same way);
 - maporl_solo_warmup: a trial for claim (b) at equal minutes: for `reproduce.solo_warmup_share` of the budget every
   agent answers alone (one turn, its own adapter), then co-training with discussions from those adapters for the
   rest;
@@ -50,12 +53,15 @@ ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
 BY_NAME = (*INCENTIVE_TARGETS, *TRIALS_B)  # not part of the default comparison (`--methods all` runs them too)
 METHODS = tuple(m for m in ALL_METHODS if m not in BY_NAME)
 ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
+AFTER_BASELINE = "algo.incentive_placement=advantage"
 TRAINING_OVERRIDES = {
     "single_agent_rl": ALONE,
     SAME_PROBLEMS: ALONE,
     "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
     "maporl_alpha1_only": ["reward.alpha=[0.0,2.0]", "reward.beta=[0.0,0.0]"],
     "maporl_beta0_only": ["reward.alpha=[0.0,0.0]", "reward.beta=[2.0,0.0]"],
+    "maporl_alpha1_after_baseline": ["reward.alpha=[0.0,2.0]", "reward.beta=[0.0,0.0]", AFTER_BASELINE],
+    "maporl_beta0_after_baseline": ["reward.alpha=[0.0,0.0]", "reward.beta=[2.0,0.0]", AFTER_BASELINE],
     "maporl_epochs2": ["algo.epochs=2", "algo.minibatches=2"],
     "maporl_wide": ["algo.rollouts_per_problem=2", "train.problems_per_step=16"],
     "maporl_shared": ["discussion.adapters=shared"],
@@ -187,6 +193,11 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
     saved = out / "config.yaml"
     if resume and saved.exists() and not _same_settings(saved, base):
         raise UsageError(f"{out} was run with other settings; resume with the same options, or pass a new --out")
+    for method in requested:  # an arm whose settings cannot run fails now, not after hours of the others
+        try:
+            with_overrides(base, TRAINING_OVERRIDES.get(method, []))
+        except UsageError as e:
+            raise UsageError(f"--methods {method}: {e}") from None
     for method in (m for m in requested if m in STEP_MATCHED and STEP_MATCHED[m] not in requested):
         matched = STEP_MATCHED[method]
         missing = [s for s in seeds if not _finished(out, matched, s)]
