@@ -79,10 +79,13 @@ def placement_group(cfg, learners: int):
 
 
 class Actors:
-    """Ray actors of one kind, actor k in bundle `first_bundle + k` of the run's placement group. `get` turns a lost
-    actor into `WorkerLost`; `restart_lost` starts a new one in the dead one's bundle."""
+    """Ray actors of one kind, actor k in bundle `first_bundle + k` of the run's placement group (with no group: no
+    CPU reserved). `get` turns a lost actor into `WorkerLost`; `restart_lost` starts a new one in the dead one's
+    bundle."""
 
-    def __init__(self, cfg, role: str, cls: type, args: Callable[[int], tuple], count: int, group, first_bundle: int):
+    def __init__(
+        self, cfg, role: str, cls: type, args: Callable[[int], tuple], count: int, group=None, first_bundle: int = 0
+    ):
         self.ray, self.role, self.cls, self.args = ray_session(cfg), role, cls, args
         self.group, self.first_bundle, self.cfg = group, first_bundle, cfg
         self.handles = [self._start(k) for k in range(count)]
@@ -90,6 +93,8 @@ class Actors:
     def _start(self, k: int):
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        if self.group is None:
+            return self.ray.remote(self.cls).options(num_cpus=0).remote(*self.args(k))
         r = self.cfg.ray
         gpus = r.gpus_per_learner if self.role == "learner" else r.gpus_per_rollout_worker
         strategy = PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=self.first_bundle + k)
@@ -236,29 +241,14 @@ class RayRolloutPool:
 
 
 class RayVerifier:
-    def __init__(self, cfg):
-        self._ray = ray_session(cfg)
-        self.cfg = cfg
-        self.actor = self._start()
+    """The verifier in one actor. It holds no bundle and no CPU: scoring runs between rollouts, and the placement
+    group holds the CPUs."""
 
-    def _start(self):
-        # No CPU reserved: scoring runs between rollouts, and the placement group holds the CPUs.
-        return self._ray.remote(num_cpus=0)(_VerifierWorker).remote(self.cfg)
+    def __init__(self, cfg):
+        self.actors = Actors(cfg, "verifier", _VerifierWorker, lambda k: (cfg,), 1)
 
     def score(self, transcripts):
-        from ray.exceptions import RayActorError
-
-        try:
-            return self._ray.get(self.actor.score.remote(list(transcripts)))
-        except RayActorError:
-            raise WorkerLost("the Ray verifier actor died") from None
+        return self.actors.get(self.actors.handles[0].score.remote(list(transcripts)))
 
     def restart_lost(self) -> bool:
-        from ray.exceptions import RayActorError
-
-        try:
-            self._ray.get(self.actor.ping.remote())
-            return False
-        except RayActorError:
-            self.actor = self._start()
-            return True
+        return bool(self.actors.restart_lost())
