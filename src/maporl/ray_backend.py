@@ -91,10 +91,10 @@ class Actors:
         self.handles = [self._start(k) for k in range(count)]
 
     def _start(self, k: int):
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
         if self.group is None:
             return self.ray.remote(self.cls).options(num_cpus=0).remote(*self.args(k))
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         r = self.cfg.ray
         gpus = r.gpus_per_learner if self.role == "learner" else r.gpus_per_rollout_worker
         strategy = PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=self.first_bundle + k)

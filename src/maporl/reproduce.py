@@ -53,15 +53,17 @@ ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
 BY_NAME = (*INCENTIVE_TARGETS, *TRIALS_B)  # not part of the default comparison (`--methods all` runs them too)
 METHODS = tuple(m for m in ALL_METHODS if m not in BY_NAME)
 ALONE = ["discussion.num_agents=1", "discussion.turns=1"]  # one agent, trained on its turn-0 answers
+ALPHA1_ONLY = ["reward.alpha=[0.0,2.0]", "reward.beta=[0.0,0.0]"]
+BETA0_ONLY = ["reward.alpha=[0.0,0.0]", "reward.beta=[2.0,0.0]"]
 AFTER_BASELINE = "algo.incentive_placement=advantage"
 TRAINING_OVERRIDES = {
     "single_agent_rl": ALONE,
     SAME_PROBLEMS: ALONE,
     "maporl_no_incentives": ["reward.alpha=[0.0,0.0]", "reward.beta=[0.0,0.0]"],
-    "maporl_alpha1_only": ["reward.alpha=[0.0,2.0]", "reward.beta=[0.0,0.0]"],
-    "maporl_beta0_only": ["reward.alpha=[0.0,0.0]", "reward.beta=[2.0,0.0]"],
-    "maporl_alpha1_after_baseline": ["reward.alpha=[0.0,2.0]", "reward.beta=[0.0,0.0]", AFTER_BASELINE],
-    "maporl_beta0_after_baseline": ["reward.alpha=[0.0,0.0]", "reward.beta=[2.0,0.0]", AFTER_BASELINE],
+    "maporl_alpha1_only": ALPHA1_ONLY,
+    "maporl_beta0_only": BETA0_ONLY,
+    "maporl_alpha1_after_baseline": [*ALPHA1_ONLY, AFTER_BASELINE],
+    "maporl_beta0_after_baseline": [*BETA0_ONLY, AFTER_BASELINE],
     "maporl_epochs2": ["algo.epochs=2", "algo.minibatches=2"],
     "maporl_wide": ["algo.rollouts_per_problem=2", "train.problems_per_step=16"],
     "maporl_shared": ["discussion.adapters=shared"],
