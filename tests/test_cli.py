@@ -110,6 +110,25 @@ def test_bad_input_is_one_line_and_exit_2(maporl, args, expected):
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
+def test_every_help_page_renders(maporl):
+    import argparse
+
+    from maporl.cli import parser
+
+    def commands(p: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+        yield path
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from commands(child, (*path, name))
+
+    paths = list(commands(parser()))
+    assert ("compare",) in paths and ("model", "import-gguf") in paths
+    for path in paths:  # a bare % in a help string crashed `maporl --help` with a TypeError
+        r = maporl(*path, "--help")
+        assert r.returncode == 0 and "usage: maporl" in r.stdout, (path, r.stderr)
+
+
 def test_config_keys_lists_help(maporl):
     r = maporl("config", "--keys")
     assert r.returncode == 0

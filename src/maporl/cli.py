@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="section.key=value")
 
     cp = sub.add_parser(
-        "compare", help="two teams on the same problems: per-turn accuracy and B − A with a 95% interval"
+        "compare", help="two teams on the same problems: per-turn accuracy and B − A with a 95%% interval"
     )
     cp.add_argument("run_a", help="team A: a run directory, a checkpoint or a Hugging Face model directory")
     cp.add_argument("run_b", help="team B: the same kinds")
