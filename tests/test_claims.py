@@ -130,6 +130,10 @@ def test_each_claim_b_trial_gets_its_row_against_single_agent_rl():
     shared = rows["(b) MAPoRL with one shared adapter − single-agent RL, same minutes"]
     assert (shared["measured"], shared["low"], shared["high"], shared["verdict"]) == (0, 0, 0, "not established")
     assert not any("epochs" in c or "rollouts" in c for c in rows)  # trials that did not run get no row
+    # A trial run beside single-agent RL in a comparison of its own (no untrained team, no maporl) gets its row too.
+    alone = {m: evals[m] for m in ("single_agent_rl", "maporl_solo_warmup")}
+    assert [r["claim"] for r in measure_claims(alone)] == [warmup["claim"]]
+    assert measure_claims(alone)[0]["measured"] == pytest.approx(16.5)
 
 
 def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():

@@ -145,22 +145,27 @@ def _verdict(label: str, mean: float, low: float | None, high: float | None, op:
 
 
 def measure_claims(evals: Evals) -> list[dict]:
-    """The claims rows (those of the paper's claims where untrained, single_agent_rl and maporl were evaluated), and
-    the incentive arms' rows where they and maporl_no_incentives were."""
+    """The claims rows: those of the paper's claims where untrained, single_agent_rl and maporl were evaluated; each
+    claim-(b) trial's where it and single_agent_rl were (a trial is run beside single-agent RL, in a comparison of
+    its own); the incentive arms' where they and maporl_no_incentives were."""
     train = {m: e["train_task"] for m, e in evals.items()}
-    if not {"untrained", "single_agent_rl", "maporl"} <= evals.keys():
-        return incentive_rows(train)
-    rows = [
-        _row("(a) untrained team: final − turn 0", _gain(train["untrained"]), "<=", 1),
-        _row("(b) MAPoRL − single-agent RL, same minutes", _lead(train["maporl"], train["single_agent_rl"]), ">=", 8),
-    ]
-    if SAME_PROBLEMS in train:
-        label = "(b) MAPoRL − single-agent RL on the same problems"
-        rows.append(_row(label, _lead(train["maporl"], train[SAME_PROBLEMS]), ">=", 8))
+    paper = {"untrained", "single_agent_rl", "maporl"} <= evals.keys()
+    rows = []
+    if paper:
+        lead = _lead(train["maporl"], train["single_agent_rl"])
+        rows += [
+            _row("(a) untrained team: final − turn 0", _gain(train["untrained"]), "<=", 1),
+            _row("(b) MAPoRL − single-agent RL, same minutes", lead, ">=", 8),
+        ]
+        if SAME_PROBLEMS in train:
+            label = "(b) MAPoRL − single-agent RL on the same problems"
+            rows.append(_row(label, _lead(train["maporl"], train[SAME_PROBLEMS]), ">=", 8))
     for arm, what in TRIALS_B.items():
-        if arm in train and _paired(train[arm], train["single_agent_rl"])[0]:
+        if arm in train and "single_agent_rl" in train and _paired(train[arm], train["single_agent_rl"])[0]:
             label = f"(b) MAPoRL {what} − single-agent RL, same minutes"
             rows.append(_row(label, _lead(train[arm], train["single_agent_rl"]), ">=", 8))
+    if not paper:
+        return [*rows, *incentive_rows(train)]
     over_untrained = _lead(train["maporl"], train["untrained"])
     rows += [
         _row("(c) MAPoRL − untrained", over_untrained, ">=", 15),
