@@ -76,6 +76,11 @@ def test_policy_logprobs_are_the_samplers_and_the_first_ppo_epoch_ratio_is_exact
     batch = encode_episodes(team.tokenizer(0), transcripts, episodes)
     learner = Learner(policy, cfg.algo, [0, 1], total_steps=1, seed=0)
     old_logp, old_values, ref_logp = learner.old_policy(batch)
+    # Async rollouts bring the sampler's log-probabilities: the learner then makes only V_old and log π_ref.
+    no_logp, values, ref = learner.old_policy(batch, behaviour_logp=False)
+    assert no_logp is None
+    torch.testing.assert_close(values, old_values, atol=0, rtol=0)
+    torch.testing.assert_close(ref, ref_logp, atol=0, rtol=0)
     for e, (b, i, t) in enumerate(episodes):
         sampled = torch.tensor(transcripts[b].answers[t][i].logprobs)
         torch.testing.assert_close(old_logp[e][batch.answer_mask[e]], sampled, atol=1e-5, rtol=0)
@@ -83,6 +88,20 @@ def test_policy_logprobs_are_the_samplers_and_the_first_ppo_epoch_ratio_is_exact
     advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp)
     stats = learner.update(TrainBatch(batch, advantages, returns, old_logp, old_values, ref_logp))
     assert stats["ratio_mean"] == 1.0 and stats["clip_frac"] == 0.0  # one epoch, one minibatch: nothing moved yet
+
+
+def test_async_multi_epoch_grpo_makes_no_old_policy_forward(tiny_model_dir):
+    cfg = tiny_cfg(tiny_model_dir, "algo.epochs=2", "algo.kl_coef=0")
+    team = build_team(cfg, with_adapters=True)
+    transcripts = rollout(cfg, team)
+    episodes = [(b, i, 0) for b in range(len(transcripts)) for i in range(2)]
+    batch = encode_episodes(team.tokenizer(0), transcripts, episodes)
+    policy = Policy(team, value_heads=False)
+    learner = Learner(policy, cfg.algo, [0, 1], total_steps=1, seed=0)
+    assert learner.old_policy(batch)[0] is not None  # two epochs: the second compares against π_old
+    forwards = []
+    policy.forward = lambda *args, real=policy.forward: forwards.append(1) or real(*args)
+    assert learner.old_policy(batch, behaviour_logp=False) == (None, None, None) and not forwards
 
 
 def test_generation_stops_on_every_end_of_turn_id_of_the_model(tiny_model_dir):

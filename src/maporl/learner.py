@@ -231,14 +231,17 @@ class Learner:
         self.generator = torch.Generator().manual_seed(seed)  # minibatch order
         self.consecutive_nonfinite = 0  # updates in a row in which some agent was skipped
 
-    def old_policy(self, batch: EpisodeBatch) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    def old_policy(
+        self, batch: EpisodeBatch, behaviour_logp: bool = True
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """(log π_old, V_old, log π_ref) of every scored position (E, L-1), without gradients; None where not needed.
 
         With one epoch and one minibatch and no value heads the old policy is the current one: the update uses the
-        detached log-probabilities of its own forward pass, so this extra forward is skipped.
+        detached log-probabilities of its own forward pass, so this extra forward is skipped. `behaviour_logp=False`
+        where the caller already has log π_old (async rollouts: the sampler's), so only V_old and log π_ref are made.
         """
         ppo = self.policy.value_heads is not None
-        logp = ppo or self.cfg.epochs > 1 or self.cfg.minibatches > 1
+        logp = behaviour_logp and (ppo or self.cfg.epochs > 1 or self.cfg.minibatches > 1)
         reference = self.cfg.kl_coef > 0
         if not (logp or reference):
             return None, None, None

@@ -136,7 +136,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             kept = labels[:, :, -1].bool().all(dim=1) if sft else labels.new_ones(len(transcripts)).bool()
             episodes = [(b, i, t) for b in kept.nonzero().flatten().tolist() for i, t in slots]
             batch = encode_episodes(tokenizers, transcripts, episodes)
-            old_logp, old_values, ref_logp = learner.old_policy(batch)
+            old_logp, old_values, ref_logp = learner.old_policy(batch, behaviour_logp=not cfg.train.async_rollout)
             if cfg.train.async_rollout:  # the behaviour policy: the sampler's, one update behind the learners'
                 old_logp = sampled_logprobs(transcripts, episodes, batch)
             bonus = None  # the incentive part of the rewards: read only when it enters after the baseline
