@@ -136,6 +136,22 @@ def test_each_claim_b_trial_gets_its_row_against_single_agent_rl():
     assert measure_claims(alone)[0]["measured"] == pytest.approx(16.5)
 
 
+def test_each_seeds_own_value_stands_beside_the_mean():
+    """Two seeds where single-agent RL's second run collapsed: the mean and interval (over problems) look decisive;
+    the per-seed values show one seed made the lead."""
+    seed0 = {"untrained": method(FLAT, FLAT), "single_agent_rl": method(([0.5, 0.55], [0.6, 0.62]), FLAT),
+             "maporl": method(([0.6, 0.6], [0.5, 0.7]), ([0.5, 0.525], [0.5, 0.525]))}  # fmt: skip
+    seed1 = dict(seed0, single_agent_rl=method(([0.5, 0.15], [0.6, 0.22]), FLAT))  # final 0.15, 0.22: +45, +48
+    evals = {m: {k: seed0[m][k] + seed1[m][k] for k in ("train_task", "transfer_task")} for m in seed0}
+    rows = measure_claims(evals)
+    a, b = rows[:2]
+    assert b["per_seed"] == pytest.approx([6.5, 46.5]) and b["measured"] == pytest.approx(26.5)
+    assert a["per_seed"] == [0.0, 0.0]
+    table = "\n".join(claims_markdown(rows))
+    assert "| (b) MAPoRL − single-agent RL, same minutes | +26.5 (seeds +6.5 / +46.5) |" in table
+    assert "(seeds" not in "\n".join(claims_markdown(claims()))  # one seed: its value is the mean
+
+
 def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():
     """Three seeds that gave the same answers on the same problems are one sample of problems, not three: every row
     keeps the one-seed interval. Seeds evaluated on other problems stay strata, and then the interval narrows."""
