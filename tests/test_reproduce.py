@@ -363,5 +363,7 @@ def test_tables_only_rewrites_the_tables_from_finished_runs_and_trains_nothing(t
     (tmp_path / "cmp" / "results.md").unlink()
     assert main(["reproduce", "--seeds", "0,1", "--methods", "untrained,maporl", "--tables-only", "--out", out]) == 0
     assert trained == ["maporl"]  # seed 1 is missing, and not run
+    assert main(["reproduce", "--seeds", "1", "--methods", "maporl", "--tables-only", "--quiet", "--out", out]) == 2
+    assert "no finished run for seed(s) [1]" in capsys.readouterr().err  # not a StopIteration from an empty table
     table = (tmp_path / "cmp" / "results.md").read_text()
     assert "Partial" in table and "untrained 1, maporl 1" in table

@@ -209,6 +209,11 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
                 f"for seed(s) {missing}: add {matched} to --methods"
             )
     wanted = [(m, s) for s in seeds for m in requested]
+    if not run_missing and not any(_finished(out, m, s) for m in ALL_METHODS for s in seeds):
+        raise UsageError(
+            f"--tables-only: {out} has no finished run for seed(s) {seeds}; name the seeds it ran (--seeds 0,1,… "
+            "with every seed, old and new), or drop --tables-only to train them"
+        )
     if not run_missing:
         requested = ()
     methods = list(requested)
