@@ -188,7 +188,7 @@ def measure_claims(evals: Evals) -> list[dict]:
         return [*rows, *incentive_rows(train)]
     over_untrained = _lead(train["maporl"], train["untrained"])
     rows += [
-        _lead_row("(c) MAPoRL − untrained", train["maporl"], train["untrained"], ">=", 15),
+        _row("(c) MAPoRL − untrained", over_untrained, ">=", 15, _seed_leads(train["maporl"], train["untrained"])),
         _gain_row("(c) MAPoRL: final − turn 0", train["maporl"], ">=", 5),
     ]
     transfer = _lead(evals["maporl"]["transfer_task"], evals["untrained"]["transfer_task"])

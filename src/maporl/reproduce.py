@@ -209,16 +209,16 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
                 f"for seed(s) {missing}: add {matched} to --methods"
             )
     wanted = [(m, s) for s in seeds for m in requested]
-    if not run_missing and not any(_finished(out, m, s) for m in ALL_METHODS for s in seeds):
-        raise UsageError(
-            f"--tables-only: {out} has no finished run for seed(s) {seeds}; name the seeds it ran (--seeds 0,1,… "
-            "with every seed, old and new), or drop --tables-only to train them"
-        )
+    finished = {m for m in ALL_METHODS for s in seeds if _finished(out, m, s)}
     if not run_missing:
+        if not finished:
+            raise UsageError(
+                f"--tables-only: {out} has no finished run for seed(s) {seeds}; name the seeds it ran (--seeds "
+                "0,1,… with every seed, old and new), or drop --tables-only to train them"
+            )
         requested = ()
     methods = list(requested)
     if resume:  # the comparison's other finished runs (e.g. trials run on fewer seeds) stay in its tables
-        finished = {m for m in ALL_METHODS for s in seeds if _finished(out, m, s)}
         methods += [m for m in ALL_METHODS if m in finished and m not in requested]
     out.mkdir(parents=True, exist_ok=True)
     saved.write_text(_settings(base))
