@@ -77,8 +77,16 @@ def test_without_per_problem_accuracies_no_interval_and_never_established():
     assert "| – |" in "\n".join(claims_markdown(rows))
 
 
-def test_a_subset_of_methods_has_no_claims_and_other_problems_are_refused():
-    assert measure_claims({"untrained": method(FLAT, FLAT), "maporl": method(FLAT, FLAT)}) == []
+def test_a_subset_of_methods_gets_the_claims_it_measures_and_other_problems_are_refused():
+    claims = [r["claim"] for r in measure_claims({"untrained": method(FLAT, FLAT), "maporl": method(FLAT, FLAT)})]
+    assert claims == [  # no single-agent RL: no (b)
+        "(a) untrained team: final − turn 0",
+        "(c) MAPoRL − untrained",
+        "(c) MAPoRL: final − turn 0",
+        "(d) transfer task: MAPoRL − untrained, share of (c)",
+    ]
+    assert [r["claim"] for r in measure_claims({"maporl": method(FLAT, FLAT)})] == ["(c) MAPoRL: final − turn 0"]
+    assert measure_claims({"single_agent_rl": method(FLAT, FLAT)}) == []
     evals = {m: method(FLAT, FLAT) for m in ("untrained", "single_agent_rl", "maporl")}
     evals["maporl"]["train_task"][0]["problem_ids"] = ["x", "y"]
     with pytest.raises(ValueError, match="same problems"):
@@ -130,10 +138,40 @@ def test_each_claim_b_trial_gets_its_row_against_single_agent_rl():
     shared = rows["(b) MAPoRL with one shared adapter − single-agent RL, same minutes"]
     assert (shared["measured"], shared["low"], shared["high"], shared["verdict"]) == (0, 0, 0, "not established")
     assert not any("epochs" in c or "rollouts" in c for c in rows)  # trials that did not run get no row
-    # A trial run beside single-agent RL in a comparison of its own (no untrained team, no maporl) gets its row too.
+    # A trial run beside single-agent RL in a comparison of its own (no untrained team, no maporl) gets its row too,
+    # and its gain over turns: claim (c) must still hold before a trial becomes the default.
     alone = {m: evals[m] for m in ("single_agent_rl", "maporl_solo_warmup")}
-    assert [r["claim"] for r in measure_claims(alone)] == [warmup["claim"]]
-    assert measure_claims(alone)[0]["measured"] == pytest.approx(16.5)
+    b, gain = measure_claims(alone)
+    assert b["claim"] == warmup["claim"] and b["measured"] == pytest.approx(16.5)
+    # final 0.7, 0.8 from 0.6, 0.6 at turn 0: +10, +20 over turns
+    assert gain["claim"] == "(c) MAPoRL after a solo warm-up: final − turn 0"
+    assert (gain["measured"], gain["low"], gain["high"], gain["verdict"]) == pytest.approx((15, 10, 20, "established"))
+
+
+def test_a_trial_beside_the_untrained_team_gets_every_claim_that_decides_the_default():
+    """(a) from the untrained team; for the trial (b), (c) against the untrained team and over turns, (d)."""
+    evals = {
+        "untrained": method(FLAT, FLAT),
+        "single_agent_rl": method(([0.5, 0.55], [0.6, 0.62]), FLAT),
+        # final 0.6, 0.62 (+5, +0 over single-agent RL; +20, +22 over untrained); over turns +0 and +2: (c)'s gain
+        # fails; transfer +10, +12 over untrained (half of (c)'s lead)
+        "maporl_shared": method(([0.6, 0.6], [0.6, 0.62]), ([0.4, 0.5], [0.4, 0.52])),
+    }
+    rows = {r["claim"]: r for r in measure_claims(evals)}
+    assert list(rows) == [
+        "(a) untrained team: final − turn 0",
+        "(b) MAPoRL with one shared adapter − single-agent RL, same minutes",
+        "(c) MAPoRL with one shared adapter − untrained",
+        "(c) MAPoRL with one shared adapter: final − turn 0",
+        "(d) transfer task: MAPoRL with one shared adapter − untrained, share of (c)",
+    ]
+    lead = rows["(c) MAPoRL with one shared adapter − untrained"]
+    assert (lead["measured"], lead["low"], lead["high"]) == pytest.approx((21, 20, 22))
+    assert lead["verdict"] == "established"
+    gain = rows["(c) MAPoRL with one shared adapter: final − turn 0"]
+    assert (gain["measured"], gain["verdict"]) == (pytest.approx(1), "not established")
+    share = rows["(d) transfer task: MAPoRL with one shared adapter − untrained, share of (c)"]
+    assert (share["transfer"], share["measured"]) == pytest.approx((11, 11 / 21))
 
 
 def test_each_seeds_own_value_stands_beside_the_mean():

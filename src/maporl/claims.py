@@ -167,39 +167,53 @@ def _verdict(label: str, mean: float, low: float | None, high: float | None, op:
 
 
 def measure_claims(evals: Evals) -> list[dict]:
-    """The claims rows: those of the paper's claims where untrained, single_agent_rl and maporl were evaluated; each
-    claim-(b) trial's where it and single_agent_rl were (a trial is run beside single-agent RL, in a comparison of
-    its own); the incentive arms' where they and maporl_no_incentives were."""
+    """The claims rows, for what was evaluated: (a) where the untrained team was; (b) for maporl and each claim-(b)
+    trial where it and single_agent_rl were (a trial is run beside single-agent RL, in a comparison of its own); (c)
+    and (d) for maporl and each trial (the gain over turns always, the lead over the untrained team and its transfer
+    share where that team was evaluated too: a trial becomes the default only if these still hold); the incentive
+    arms' where they and maporl_no_incentives were."""
     train = {m: e["train_task"] for m, e in evals.items()}
-    paper = {"untrained", "single_agent_rl", "maporl"} <= evals.keys()
+    single = train.get("single_agent_rl", [])
     rows = []
-    if paper:
+    if "untrained" in train:
         rows.append(_gain_row("(a) untrained team: final − turn 0", train["untrained"], "<=", 1))
+    if "maporl" in train and single:
         against = {"(b) MAPoRL − single-agent RL, same minutes": "single_agent_rl"}
         if SAME_PROBLEMS in train:
             against["(b) MAPoRL − single-agent RL on the same problems"] = SAME_PROBLEMS
         rows += [_lead_row(label, train["maporl"], train[other], ">=", 8) for label, other in against.items()]
-    single = train.get("single_agent_rl", [])
-    for arm, what in TRIALS_B.items():
-        if arm in train and _paired(train[arm], single)[0]:
-            label = f"(b) MAPoRL {what} − single-agent RL, same minutes"
-            rows.append(_lead_row(label, train[arm], single, ">=", 8))
-    if not paper:
-        return [*rows, *incentive_rows(train)]
-    over_untrained = _lead(train["maporl"], train["untrained"])
-    rows += [
-        _row("(c) MAPoRL − untrained", over_untrained, ">=", 15, _seed_leads(train["maporl"], train["untrained"])),
-        _gain_row("(c) MAPoRL: final − turn 0", train["maporl"], ">=", 5),
+    trials = {arm: f"MAPoRL {what}" for arm, what in TRIALS_B.items() if arm in train}
+    for arm, name in trials.items():
+        if _paired(train[arm], single)[0]:
+            rows.append(_lead_row(f"(b) {name} − single-agent RL, same minutes", train[arm], single, ">=", 8))
+    if "maporl" in train:
+        rows += _c_and_d_rows(evals, "maporl", "MAPoRL")
+    for arm, name in trials.items():
+        rows += _c_and_d_rows(evals, arm, name)
+    return [*rows, *incentive_rows(train)]
+
+
+def _c_and_d_rows(evals: Evals, arm: str, name: str) -> list[dict]:
+    """Claim (c) for one arm (its lead over the untrained team where that team was evaluated, its gain over turns)
+    and (d): the share of (c)'s lead kept on the transfer task."""
+    train = evals[arm]["train_task"]
+    untrained = evals.get("untrained", {}).get("train_task")
+    if not untrained:
+        return [_gain_row(f"(c) {name}: final − turn 0", train, ">=", 5)]
+    over_untrained = _lead(train, untrained)
+    rows = [
+        _row(f"(c) {name} − untrained", over_untrained, ">=", 15, _seed_leads(train, untrained)),
+        _gain_row(f"(c) {name}: final − turn 0", train, ">=", 5),
     ]
-    transfer = _lead(evals["maporl"]["transfer_task"], evals["untrained"]["transfer_task"])
-    label = "(d) transfer task: MAPoRL − untrained, share of (c)"
+    transfer = _lead(evals[arm]["transfer_task"], evals["untrained"]["transfer_task"])
+    label = f"(d) transfer task: {name} − untrained, share of (c)"
     share = {"claim": label, "transfer": transfer[0], "target": "≥ 50%"}
     share["measured"] = transfer[0] / over_untrained[0] if over_untrained[0] > 0 else float("nan")
     share["low"] = share["high"] = None
     if transfer[1] is not None and over_untrained[1] is not None and over_untrained[0] > 0:
         share["low"], share["high"] = ratio_of_differences(transfer[1], over_untrained[1])[1:]
     share["verdict"] = "established" if share["low"] is not None and share["low"] >= 0.5 else "not established"
-    return [*rows, share, *incentive_rows(train)]
+    return [*rows, share]
 
 
 def incentive_rows(train: dict[str, list[dict]]) -> list[dict]:
