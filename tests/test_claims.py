@@ -184,7 +184,9 @@ def test_each_seeds_own_value_stands_beside_the_mean():
     rows = measure_claims(evals)
     a, b = rows[:2]
     assert b["per_seed"] == pytest.approx([6.5, 46.5]) and b["measured"] == pytest.approx(26.5)
-    assert a["per_seed"] == [0.0, 0.0]
+    assert a["per_seed"] == [0.0, 0.0] and a["verdict"] == "established"
+    # The interval over problems clears +8; seed 0 alone (+6.5) does not, so the lead is not established.
+    assert b["low"] >= 8 and b["verdict"] == "not established (a seed at +6.5)"
     table = "\n".join(claims_markdown(rows))
     assert "| (b) MAPoRL − single-agent RL, same minutes | +26.5 (seeds +6.5 / +46.5) |" in table
     assert "(seeds" not in "\n".join(claims_markdown(claims()))  # one seed: its value is the mean
