@@ -101,7 +101,8 @@ def _seed_gains(evals: list[dict]) -> list[float]:
 def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]] | None]:
     """Final turn of team a − team b, paired problem by problem within each seed (the seeds both have)."""
     leads = _seed_leads(a, b)
-    mean, (a, b) = sum(leads) / len(leads), _paired(a, b)
+    mean = sum(leads) / len(leads)
+    a, b = _paired(a, b)
     if not all("acc_per_problem_turn" in e for e in a + b):
         return mean, None
     _check_same_problems(a, b)
