@@ -192,6 +192,22 @@ def test_each_seeds_own_value_stands_beside_the_mean():
     assert "(seeds" not in "\n".join(claims_markdown(claims()))  # one seed: its value is the mean
 
 
+def test_transfer_share_holds_every_seed_to_the_target():
+    """(d) by seed: both seeds lead the untrained team by 40 points on the train task; on the transfer task seed 0
+    keeps all of it (+40), seed 1 a quarter (+10). Pooled, 25 of 40 (62.5%, and every resample too, since each
+    problem's mean over seeds is the same): the interval clears 50%, seed 1 does not."""
+    up = ([0.4, 0.8], [0.4, 0.8])
+    seed0 = {"untrained": method(FLAT, FLAT), "maporl": method(up, up)}
+    seed1 = {"untrained": method(FLAT, FLAT), "maporl": method(up, ([0.4, 0.5], [0.4, 0.5]))}
+    evals = {m: {k: seed0[m][k] + seed1[m][k] for k in ("train_task", "transfer_task")} for m in seed0}
+    d = measure_claims(evals)[-1]
+    assert d["claim"].startswith("(d)")
+    assert (d["transfer"], d["measured"], d["low"], d["high"]) == pytest.approx((25, 0.625, 0.625, 0.625))
+    assert d["per_seed"] == pytest.approx([1.0, 0.25])
+    assert d["verdict"] == "not established (a seed at 25.0%)"
+    assert "| +25.0 (62.5%) (seeds 100.0% / 25.0%) | [62.5%, 62.5%] | ≥ 50% |" in "\n".join(claims_markdown([d]))
+
+
 def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():
     """Three seeds that gave the same answers on the same problems are one sample of problems, not three: every row
     keeps the one-seed interval. Seeds evaluated on other problems stay strata, and then the interval narrows."""

@@ -1,14 +1,13 @@
 """The paper's four claims, measured by `maporl reproduce`: each a difference in points of final-turn accuracy (or a
 share, for transfer) with a 95% interval from a paired bootstrap over problems, pooled over seeds (`stats.py`; where
 every seed was evaluated on the same problems, as `reproduce` does, a resample draws each problem for all seeds at
-once: `_by_problem`). Where
-the incentive arms ran, each is compared with α = β = 0 on the behaviour its incentive targets (a difference of rates,
-resampled the same way).
+once: `_by_problem`). Where the incentive arms ran, each is compared with α = β = 0 on the behaviour its incentive
+targets (a difference of rates, resampled the same way).
 
 A claim is "established" only when its whole interval clears the target (the lower bound for "at least" targets, the
-upper bound for "at most"), "not established" otherwise: a point estimate that meets the target with an interval
-reaching below it is not evidence enough. Evaluations written before per-problem accuracies were kept give the point
-estimate from the means and no interval.
+upper bound for "at most") and so does every seed's own value, "not established" otherwise: a point estimate that
+meets the target with an interval reaching below it is not evidence enough, nor is a mean one run carries.
+Evaluations written before per-problem accuracies were kept give the point estimate from the means and no interval.
 """
 
 from __future__ import annotations
@@ -217,15 +216,27 @@ def _c_and_d_rows(evals: Evals, arm: str, name: str) -> list[dict]:
         _row(f"(c) {name} − untrained", over_untrained, ">=", 15, _seed_leads(train, untrained)),
         _gain_row(f"(c) {name}: final − turn 0", train, ">=", 5),
     ]
-    transfer = _lead(evals[arm]["transfer_task"], evals["untrained"]["transfer_task"])
+    transfer_a, transfer_b = evals[arm]["transfer_task"], evals["untrained"]["transfer_task"]
+    transfer = _lead(transfer_a, transfer_b)
     label = f"(d) transfer task: {name} − untrained, share of (c)"
     share = {"claim": label, "transfer": transfer[0], "target": "≥ 50%"}
-    share["measured"] = transfer[0] / over_untrained[0] if over_untrained[0] > 0 else float("nan")
+    share["measured"] = _share(transfer[0], over_untrained[0])
+    # Each seed's own share, held to the target like every other row's seeds (see _row).
+    seeds = zip(_seed_leads(transfer_a, transfer_b), _seed_leads(train, untrained), strict=True)
+    share["per_seed"] = [_share(kept, lead) for kept, lead in seeds]
     share["low"] = share["high"] = None
     if transfer[1] is not None and over_untrained[1] is not None and over_untrained[0] > 0:
         share["low"], share["high"] = ratio_of_differences(transfer[1], over_untrained[1])[1:]
+    missed = [f"{100 * v:.1f}%" for v in share["per_seed"] if not v >= 0.5]  # a nan share (no lead) misses too
     share["verdict"] = "established" if share["low"] is not None and share["low"] >= 0.5 else "not established"
+    if share["verdict"] == "established" and missed:
+        share["verdict"] = f"not established (a seed at {' / '.join(missed)})"
     return [*rows, share]
+
+
+def _share(transfer: float, lead: float) -> float:
+    """The transfer lead as a share of the train-task lead; undefined (nan) where there is no lead to keep."""
+    return transfer / lead if lead > 0 else float("nan")
 
 
 def incentive_rows(train: dict[str, list[dict]]) -> list[dict]:
@@ -303,6 +314,8 @@ def claims_markdown(claims: list[dict]) -> list[str]:
     for c in claims:
         if "transfer" in c:  # a share of (c), shown as a percentage beside the transfer gain in points
             measured = f"{c['transfer']:+.1f} ({100 * c['measured']:.1f}%)"
+            if len(c.get("per_seed", [])) > 1:
+                measured += " (seeds " + " / ".join(f"{100 * v:.1f}%" for v in c["per_seed"]) + ")"
             span = "–" if c["low"] is None else f"[{100 * c['low']:.1f}%, {100 * c['high']:.1f}%]"
         else:
             measured = f"{c['measured']:+.1f}"
