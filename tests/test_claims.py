@@ -206,6 +206,13 @@ def test_transfer_share_holds_every_seed_to_the_target():
     assert d["per_seed"] == pytest.approx([1.0, 0.25])
     assert d["verdict"] == "not established (a seed at 25.0%)"
     assert "| +25.0 (62.5%) (seeds 100.0% / 25.0%) | [62.5%, 62.5%] | ≥ 50% |" in "\n".join(claims_markdown([d]))
+    # A seed with no lead over the untrained team on the train task has no share to keep: it misses the target.
+    seed1["maporl"] = method(FLAT, up)
+    evals = {m: {k: seed0[m][k] + seed1[m][k] for k in ("train_task", "transfer_task")} for m in seed0}
+    d = measure_claims(evals)[-1]
+    assert d["per_seed"][0] == 1.0 and d["per_seed"][1] != d["per_seed"][1]  # nan
+    assert d["verdict"] == "not established (a seed at no lead)"  # pooled: 40 of 20, 200%
+    assert "(seeds 100.0% / no lead)" in "\n".join(claims_markdown([d]))
 
 
 def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():

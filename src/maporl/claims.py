@@ -227,7 +227,7 @@ def _c_and_d_rows(evals: Evals, arm: str, name: str) -> list[dict]:
     share["low"] = share["high"] = None
     if transfer[1] is not None and over_untrained[1] is not None and over_untrained[0] > 0:
         share["low"], share["high"] = ratio_of_differences(transfer[1], over_untrained[1])[1:]
-    missed = [f"{100 * v:.1f}%" for v in share["per_seed"] if not v >= 0.5]  # a nan share (no lead) misses too
+    missed = [_percent(v) for v in share["per_seed"] if not v >= 0.5]  # a nan share (no lead) misses too
     share["verdict"] = "established" if share["low"] is not None and share["low"] >= 0.5 else "not established"
     if share["verdict"] == "established" and missed:
         share["verdict"] = f"not established (a seed at {' / '.join(missed)})"
@@ -237,6 +237,10 @@ def _c_and_d_rows(evals: Evals, arm: str, name: str) -> list[dict]:
 def _share(transfer: float, lead: float) -> float:
     """The transfer lead as a share of the train-task lead; undefined (nan) where there is no lead to keep."""
     return transfer / lead if lead > 0 else float("nan")
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.1f}%" if share == share else "no lead"  # nan: the seed has no (c) lead to keep
 
 
 def incentive_rows(train: dict[str, list[dict]]) -> list[dict]:
@@ -315,7 +319,7 @@ def claims_markdown(claims: list[dict]) -> list[str]:
         if "transfer" in c:  # a share of (c), shown as a percentage beside the transfer gain in points
             measured = f"{c['transfer']:+.1f} ({100 * c['measured']:.1f}%)"
             if len(c.get("per_seed", [])) > 1:
-                measured += " (seeds " + " / ".join(f"{100 * v:.1f}%" for v in c["per_seed"]) + ")"
+                measured += " (seeds " + " / ".join(map(_percent, c["per_seed"])) + ")"
             span = "–" if c["low"] is None else f"[{100 * c['low']:.1f}%, {100 * c['high']:.1f}%]"
         else:
             measured = f"{c['measured']:+.1f}"
