@@ -150,9 +150,12 @@ def _row(
     mean, diffs = measured
     low, high = (None, None) if diffs is None else paired_difference(diffs)[1:]
     row = _verdict(label, mean, low, high, op, target) | {"per_seed": per_seed}
-    # So a claim that one run's collapse carries is not called established: with a few seeds a bootstrap over runs
-    # has too little to resample, so every seed's own value must clear the target as well.
-    missed = [f"{v:+.1f}" for v in per_seed if not _clears(v, v, op, target)]
+    return _every_seed(row, [f"{v:+.1f}" for v in per_seed if not _clears(v, v, op, target)])
+
+
+def _every_seed(row: dict, missed: list[str]) -> dict:
+    """`row` not established where a seed's own value (`missed`, formatted) misses the target: with a few seeds a
+    bootstrap over runs has too little to resample, so one run's collapse could carry a mean and its interval."""
     if row["verdict"] == "established" and missed:
         row["verdict"] = f"not established (a seed at {' / '.join(missed)})"
     return row
@@ -212,26 +215,21 @@ def _c_and_d_rows(evals: Evals, arm: str, name: str) -> list[dict]:
     if not untrained:
         return [_gain_row(f"(c) {name}: final − turn 0", train, ">=", 5)]
     over_untrained = _lead(train, untrained)
-    rows = [
-        _row(f"(c) {name} − untrained", over_untrained, ">=", 15, _seed_leads(train, untrained)),
-        _gain_row(f"(c) {name}: final − turn 0", train, ">=", 5),
-    ]
+    lead_row = _row(f"(c) {name} − untrained", over_untrained, ">=", 15, _seed_leads(train, untrained))
+    rows = [lead_row, _gain_row(f"(c) {name}: final − turn 0", train, ">=", 5)]
     transfer_a, transfer_b = evals[arm]["transfer_task"], evals["untrained"]["transfer_task"]
     transfer = _lead(transfer_a, transfer_b)
     label = f"(d) transfer task: {name} − untrained, share of (c)"
     share = {"claim": label, "transfer": transfer[0], "target": "≥ 50%"}
     share["measured"] = _share(transfer[0], over_untrained[0])
-    # Each seed's own share, held to the target like every other row's seeds (see _row).
-    seeds = zip(_seed_leads(transfer_a, transfer_b), _seed_leads(train, untrained), strict=True)
+    seeds = zip(_seed_leads(transfer_a, transfer_b), lead_row["per_seed"], strict=True)
     share["per_seed"] = [_share(kept, lead) for kept, lead in seeds]
     share["low"] = share["high"] = None
     if transfer[1] is not None and over_untrained[1] is not None and over_untrained[0] > 0:
         share["low"], share["high"] = ratio_of_differences(transfer[1], over_untrained[1])[1:]
-    missed = [_percent(v) for v in share["per_seed"] if not v >= 0.5]  # a nan share (no lead) misses too
-    share["verdict"] = "established" if share["low"] is not None and share["low"] >= 0.5 else "not established"
-    if share["verdict"] == "established" and missed:
-        share["verdict"] = f"not established (a seed at {' / '.join(missed)})"
-    return [*rows, share]
+    share["verdict"] = "established" if _clears(share["low"], share["high"], ">=", 0.5) else "not established"
+    # A nan share (a seed with no (c) lead) clears nothing, so it misses too.
+    return [*rows, _every_seed(share, [_percent(v) for v in share["per_seed"] if not _clears(v, v, ">=", 0.5)])]
 
 
 def _share(transfer: float, lead: float) -> float:
