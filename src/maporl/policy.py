@@ -105,7 +105,8 @@ class Policy:
         autocast: run the models' forward in bfloat16 autocast (adapters, value heads, optimizer state and the
             log-softmax stay float32).
         activation_checkpointing: recompute each decoder layer's activations in the backward pass instead of
-            keeping them (transformers' `activation_checkpointing_enable`).
+            keeping them (transformers' `activation_checkpointing_enable`; `gradient_checkpointing_enable` before
+            5.24).
     """
 
     def __init__(
@@ -211,7 +212,13 @@ def _checkpoint_layers(model) -> None:
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    base.activation_checkpointing_enable({"use_reentrant": False})
+    # transformers 5.24 renamed gradient_checkpointing_enable (5.17-5.20, which GPU images and vLLM 0.33 get) to
+    # activation_checkpointing_enable and deprecated the old name: call whichever this install has.
+    enable = getattr(base, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable({"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     for module in base.modules():
         if isinstance(module, GradientCheckpointingLayer):
             module.training = True
