@@ -41,7 +41,15 @@ def test_shipped_tiny_config_validates():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    assert load_config(root / "configs" / "tiny.yaml") == load_config()
+    assert load_config(root / "configs" / "tiny.yaml") == load_config() == load_config("tiny")
+
+
+def test_an_unknown_config_name_lists_the_shipped_recipes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="not found; .* shipped recipe: paper_anli, paper_gsm8k, tiny"):
+        load_config("paper_gsm9k")
+    with pytest.raises(UsageError, match="config file nowhere/x.yaml not found"):
+        load_config("nowhere/x.yaml")
 
 
 @pytest.mark.parametrize(
@@ -91,11 +99,12 @@ def test_every_field_has_help():
     assert {"verifier_train.lr", "reproduce.seeds", "train.report_to"} <= names  # every command's settings
 
 
-@pytest.mark.parametrize("name", ["paper_gsm8k", "paper_anli"])
-def test_paper_configs_validate(name):
+@pytest.mark.parametrize("name", ["paper_gsm8k", "paper_anli", "paper_gsm8k.yaml", "configs/paper_gsm8k.yaml"])
+def test_paper_configs_validate(name, monkeypatch):
     from pathlib import Path
 
-    cfg = load_config(Path(__file__).parent.parent / "configs" / f"{name}.yaml")
+    monkeypatch.chdir(Path(__file__).parent.parent)  # a shipped recipe by name, or by its path in a clone
+    cfg = load_config(name)
     assert cfg.algo.name == "ppo" and cfg.discussion.num_agents == 2 and cfg.discussion.turns == 3
     assert cfg.reward.gamma == 0.3 and cfg.algo.lora_rank == 8 and cfg.generation.temperature == 0.7
-    assert cfg.task.name == name.removeprefix("paper_")
+    assert cfg.task.name == name.split("paper_")[1].removesuffix(".yaml")

@@ -56,7 +56,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (default: built-in defaults = configs/tiny.yaml)")
+    p.add_argument(
+        "--config", help="YAML config file, or a shipped recipe by name: tiny (the default), paper_gsm8k, paper_anli"
+    )
     p.add_argument("--checkpoint", help="a run directory (its latest checkpoint), a checkpoint, or an HF model dir")
     p.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents)")
     p.add_argument("--turns", type=int, help="number of turns (discussion.turns)")
@@ -89,7 +91,9 @@ def parser() -> argparse.ArgumentParser:
     _common(e)
 
     t = sub.add_parser("train", help="co-train the agents with MAPoRL (default: configs/tiny.yaml)")
-    t.add_argument("--config", help="YAML config file (default: built-in defaults = configs/tiny.yaml)")
+    t.add_argument(
+        "--config", help="YAML config file, or a shipped recipe by name: tiny (the default), paper_gsm8k, paper_anli"
+    )
     t.add_argument("--out", help="run directory (default: runs/<run_name>)")
     t.add_argument("--max-steps", type=int, help="training steps (train.max_steps)")
     t.add_argument("--minutes", type=float, help="wall-clock budget, then evaluate, checkpoint, stop (train.minutes)")
@@ -110,7 +114,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")
 
     c = sub.add_parser("config", help="print the resolved config (or every key with its help)")
-    c.add_argument("--config", help="YAML config file")
+    c.add_argument("--config", help="YAML config file, or a shipped recipe by name (tiny, paper_gsm8k, paper_anli)")
     c.add_argument("--keys", action="store_true", help="list every key with its default and help")
     c.add_argument("overrides", nargs="*", metavar="section.key=value")
 

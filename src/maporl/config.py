@@ -1,6 +1,6 @@
 """Configuration: one frozen dataclass per concern, a help string per field, YAML files plus dotted overrides.
 
-    cfg = load_config("configs/tiny.yaml", ["discussion.num_agents=4", "generation.temperature=0.7"])
+    cfg = load_config("paper_gsm8k", ["discussion.num_agents=4", "generation.temperature=0.7"])
 
 Every error is a UsageError with one line saying what is wrong and how to fix it.
 """
@@ -388,12 +388,34 @@ class Config:
                 raise UsageError(message)
 
 
+# The recipes shipped with the package (tiny, paper_gsm8k, paper_anli): `--config paper_gsm8k` works from a wheel.
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+
+
+def config_file(path: str | Path) -> Path:
+    """A YAML file's path as given, or a shipped recipe by name (`paper_gsm8k` or `paper_gsm8k.yaml`)."""
+    p = Path(path)
+    if p.is_file() or len(p.parts) > 1:
+        return p
+    shipped = SHIPPED_CONFIGS / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    raise UsageError(
+        f"config file {p} not found; pass an existing YAML file or a shipped recipe: {', '.join(shipped_configs())}"
+    )
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict[str, Any] | None = None
 ) -> Config:
-    """Defaults <- `base` (e.g. a run's saved config) <- YAML file <- dotted overrides, validated."""
+    """Defaults <- `base` (e.g. a run's saved config) <- YAML file (a path or a shipped recipe's name) <- dotted
+    overrides, validated."""
     data: dict[str, Any] = {}
-    for layer in (base or {}, read_yaml(path) if path else {}):
+    for layer in (base or {}, read_yaml(config_file(path)) if path else {}):
         for section, value in layer.items():
             if isinstance(value, dict) and isinstance(data.get(section), dict):
                 data[section] = {**data[section], **value}

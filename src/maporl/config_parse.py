@@ -116,7 +116,9 @@ def merge_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"config file {p} not found; pass an existing YAML file, e.g. --config configs/tiny.yaml")
+        raise UsageError(
+            f"config file {p} not found; pass an existing YAML file or a shipped recipe, e.g. --config paper_gsm8k"
+        )
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
