@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The core tests and the CPU form of the GPU check against the lowest versions maporl supports
-# (constraints/lowest.txt), in a second environment, .venv-lowest (idempotent, like setup.sh). CI runs it after the
-# suite. Arguments go to pytest instead of the default file list, e.g. ./scripts/test_lowest.sh tests/test_vllm.py
+# The core tests and the CPU form of the GPU check (bench/gpu_check.py --device cpu --tiny) against the lowest
+# versions maporl supports (constraints/lowest.txt), in a second environment, .venv-lowest (idempotent, like
+# setup.sh). scripts/test.sh runs it after the suite. Arguments go to pytest instead of the default file list, e.g.
+# ./scripts/test_lowest.sh tests/test_vllm.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -31,3 +32,5 @@ if [ $# -eq 0 ]; then
     tests/test_advantages.py tests/test_rewards.py
 fi
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+# The GPU check's CPU form: what an air-gapped GPU machine with these versions runs first.
+"$venv/bin/python" bench/gpu_check.py --device cpu --tiny --log runs/gpu_check_lowest/gpu_check.log

@@ -101,3 +101,21 @@ def test_bf16_autocast_keeps_the_gradient_within_bf16_precision(tiny_model_dir, 
     # bf16 keeps 8 bits of mantissa (~0.4% per op): the whole gradient stays within a few percent, same direction.
     assert torch.nn.functional.cosine_similarity(flat_got, flat_plain, dim=0) > 0.999
     assert (flat_got - flat_plain).norm() / flat_plain.norm() < 0.05
+
+
+def test_generation_keeps_its_kv_cache_with_activation_checkpointing(tiny_model_dir):
+    """The checkpointed layers are in training mode only inside the update's forward: transformers before 5.24
+    drops a training-mode layer's KV cache even without gradients, and generation then sees only the newest token."""
+    from maporl.generation import GenRequest
+    from maporl.policy import policy_for
+    from maporl.prompts import first_turn_prompt
+
+    requests = [GenRequest(first_turn_prompt(f"What is {k}+5-2?"), agent=k % 2, seed=k) for k in range(6)]
+    answers = {}
+    for option in ("false", "true"):
+        cfg = tiny_cfg(tiny_model_dir, f"model.activation_checkpointing={option}", "generation.max_new_tokens=12")
+        team = build_team(cfg, with_adapters=True)
+        policy = policy_for(cfg, team)
+        assert len(policy.checkpointed) == (2 if option == "true" else 0)  # the tiny model's decoder layers
+        answers[option] = build_generator(cfg, team).generate(requests)
+    assert answers["true"] == answers["false"]

@@ -128,11 +128,25 @@ class Policy:
             for head in self.value_heads:
                 nn.init.zeros_(head.weight)
                 nn.init.zeros_(head.bias)
+        self.checkpointed: list[nn.Module] = []  # decoder layers recomputed in the backward pass
         for m in team.models.values():
             for name, p in m.named_parameters():
                 p.requires_grad_("lora_" in name)
             if activation_checkpointing:
-                _checkpoint_layers(m)
+                self.checkpointed += _checkpoint_layers(m)
+
+    @contextmanager
+    def _checkpointing(self, on: bool) -> Iterator[None]:
+        """The checkpointed layers in training mode while open, when `on`. Never left on: transformers before 5.24
+        drops a training-mode layer's KV cache even without gradients, so generation from the same model would
+        attend to nothing but the newest token."""
+        for layer in self.checkpointed:
+            layer.training = on
+        try:
+            yield
+        finally:
+            for layer in self.checkpointed:
+                layer.training = False
 
     def agent_parameters(self, agent: int) -> list[nn.Parameter]:
         """What an update of `agent` changes: its adapter (shared by all in the 'shared' layout) and value head."""
@@ -184,7 +198,11 @@ class Policy:
             model = self.team.models[key]
             ids = batch.input_ids[index].to(self.device)
             attention = batch.attention_mask[index].to(self.device)
-            with lora_batch.routing(model, names), torch.autocast(self.device.type, torch.bfloat16, self.autocast):
+            with (
+                lora_batch.routing(model, names),
+                torch.autocast(self.device.type, torch.bfloat16, self.autocast),
+                self._checkpointing(torch.is_grad_enabled()),
+            ):
                 out = model(
                     input_ids=ids,
                     attention_mask=attention,
@@ -205,10 +223,11 @@ class Policy:
         return logprobs, values
 
 
-def _checkpoint_layers(model) -> None:
-    """transformers' activation checkpointing, on a model that stays in eval mode: transformers recomputes a decoder
-    layer only when the layer is in training mode, while peft's mixed-adapter batches want eval mode. So only the
-    layers' own flags are set; their submodules (dropout included) stay in eval mode."""
+def _checkpoint_layers(model) -> list[nn.Module]:
+    """transformers' activation checkpointing, on a model that stays in eval mode; returns the decoder layers it
+    applies to. transformers recomputes a layer only while the layer is in training mode, and peft's mixed-adapter
+    batches want eval mode, so `Policy._checkpointing` sets the layers' own flags (not their submodules', dropout
+    included) for the forward passes that keep a graph, and nowhere else."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     base = model.get_base_model() if isinstance(model, PeftModel) else model
@@ -219,9 +238,7 @@ def _checkpoint_layers(model) -> None:
         enable({"use_reentrant": False})
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    for module in base.modules():
-        if isinstance(module, GradientCheckpointingLayer):
-            module.training = True
+    return [m for m in base.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
 def policy_for(cfg, team: Team) -> Policy:

@@ -49,7 +49,10 @@ class Team:
         return {
             (key, name): {
                 k: v.detach().contiguous().cpu()
-                for k, v in get_peft_model_state_dict(self.models[key], adapter_name=name).items()
+                # Embeddings are never trained here; "auto" would look the base up (on the hub for a hub name)
+                for k, v in get_peft_model_state_dict(
+                    self.models[key], adapter_name=name, save_embedding_layers=False
+                ).items()
             }
             for key, name in self.adapters()
         }
@@ -95,9 +98,18 @@ def build_team(cfg: Config, with_adapters: bool) -> Team:
         names = [f"agent{i}" for i in range(n)]
         models = {k: _with_adapters(load_model(path, cfg.model.dtype, cfg.model.device), [k], cfg) for k in names}
         return Team(models, dict.fromkeys(models, tokenizer), [AgentSlot(k, k) for k in names])
-    base = load_model(path, cfg.model.dtype, cfg.model.device)
-    if not with_adapters:
+    return team_of(cfg, load_model(path, cfg.model.dtype, cfg.model.device), tokenizer, with_adapters)
+
+
+def team_of(cfg: Config, base: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, with_adapters: bool) -> Team:
+    """A team over a base model already in memory, with one LoRA per agent or one shared by all
+    (`discussion.adapters`): what `build_team` makes of a model directory, for a model built in code (the GPU check's
+    random models of real shapes)."""
+    n, layout = cfg.discussion.num_agents, cfg.discussion.adapters
+    if not with_adapters:  # every agent is the bare base, whatever the layout
         return Team({"base": base}, {"base": tokenizer}, [AgentSlot("base") for _ in range(n)])
+    if layout == "separate":
+        raise UsageError("team_of lays out one base model: use discussion.adapters=per_agent or shared")
     names = [f"agent{i}" for i in range(n)] if layout == "per_agent" else ["shared"]
     model = _with_adapters(base, names, cfg)
     slots = [AgentSlot("base", names[i] if layout == "per_agent" else "shared") for i in range(n)]

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from maporl import checkpoint, discussion, faults
 from maporl.advantages import compute_advantages
 from maporl.config import Config, to_dict
@@ -67,10 +69,16 @@ def _init_checkpoint(path: str) -> Path:
     return ckpt
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False, final_eval: bool = True) -> dict:
+def train(
+    cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False, final_eval: bool = True, team=None
+) -> dict:
+    """Co-train the team `cfg` describes (or `team`, one built in code, with adapters: backend=local only) and
+    write the run to `run_dir`; returns the last checkpoint, the final evaluation, the steps done and the minutes."""
     seed_everything(cfg.seed)
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
-    team = build_team(cfg, with_adapters=True)
+    if team is not None and cfg.backend != "local":
+        raise UsageError("a team built in code trains in this process only: use backend=local")
+    team = team or build_team(cfg, with_adapters=True)
     policy = policy_for(cfg, team)
     if cfg.train.init_from:  # before the backends copy the weights out; a resumed checkpoint overrides it below
         checkpoint.load_weights(_init_checkpoint(cfg.train.init_from), policy)
@@ -107,11 +115,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
         extra = {"minutes": _minutes(started)}
         return checkpoint.save_checkpoint(run_dir, step, policy, learner, extra, cfg.train.keep_last)
 
+    cuda = policy.device.type == "cuda"
+
     @contextmanager
     def timed(phase: str):
+        if cuda:  # each phase's own peak: generation's KV cache and the update's activations are not held together
+            torch.cuda.reset_peak_memory_stats(policy.device)
         t0 = time.time()
         yield
         timings[f"time/{phase}"] = time.time() - t0
+        if cuda:
+            timings[f"memory/{phase}_peak_gib"] = torch.cuda.max_memory_allocated(policy.device) / 2**30
 
     ahead: dict[int, Callable] = {}  # train.async_rollout: a step's discussions, started before the update before it
 
@@ -161,7 +175,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, quiet: bool = False,
             out = _redo_once(rollout_and_update, step, recover, save, run_dir)
             transcripts, labels, valid, rewards, correct, kept, stats = out
 
-            row = {"step": step + 1, **timings, "time/step": sum(timings.values()), **stats}
+            step_time = sum(v for k, v in timings.items() if k.startswith("time/"))
+            row = {"step": step + 1, **timings, "time/step": step_time, **stats}
             row["reward/mean"] = rewards.mean().item()
             for i in range(n):
                 for t in range(turns):
