@@ -246,7 +246,9 @@ class ReproduceConfig:
 @dataclass(frozen=True)
 class RayConfig:
     address: str = opt(
-        "", "backend=ray: cluster to join ('auto': the one `ray start` made; empty: RAY_ADDRESS or a local one)"
+        "",
+        "backend=ray: cluster to join, HOST:PORT or 'auto' (the one `ray start` recorded on this machine); empty: "
+        "RAY_ADDRESS, else a private local instance (never a cluster `ray start` left running or dead)",
     )
     rollout_workers: int = opt(
         1, "backend=ray: generator actors; each runs whole discussions for a shard of a step's problems"
@@ -258,7 +260,11 @@ class RayConfig:
     gpus_per_learner: float = opt(
         0.0, "backend=ray: GPUs reserved per learner actor, one per trained adapter (0 on CPU; 1 puts each on its GPU)"
     )
-    start_timeout_s: float = opt(60.0, "backend=ray: how long to wait for the cluster to place every actor")
+    start_timeout_s: float = opt(
+        60.0,
+        "backend=ray: how long to wait for the cluster's address to answer when joining, and for the cluster to place "
+        "every actor",
+    )
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ def ray_session(cfg):
     except ImportError:
         raise UsageError("backend=ray needs Ray: `pip install 'maporl[ray]'` (or use backend=local)") from None
     if not ray.is_initialized():
-        address = cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        from maporl.ray_cluster import start_or_join
+
+        start_or_join(cfg.ray.address, cfg.ray.start_timeout_s)
     return ray
 
 
