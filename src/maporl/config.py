@@ -312,6 +312,7 @@ class Config:
                 "generation.vllm_gpu_memory_utilization must be in (0, 1], e.g. 0.3",
             ),
             (self.generation.max_model_len >= 0, "generation.max_model_len must be >= 0 (0: the model's own)"),
+            *self._vllm_checks(),
             (self.eval.num_problems >= 1, "eval.num_problems must be >= 1"),
             (bool(self.run_name) and "/" not in self.run_name, "run_name must be a non-empty name without '/'"),
             (self.algo.lr > 0, "algo.lr must be > 0, e.g. algo.lr=1e-3"),
@@ -392,6 +393,35 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+
+    def _vllm_checks(self) -> list[tuple[bool, str]]:
+        """What vLLM 0.33 would refuse or crash on, refused before any model or engine is loaded."""
+        if self.generation.backend != "vllm":
+            return []
+        t = self.generation.temperature
+        return [
+            (
+                self.model.dtype in ("bfloat16", "float16"),
+                f"generation.backend=vllm needs 16-bit weights, not model.dtype={self.model.dtype} (vLLM's LoRA "
+                "kernels take float16/bfloat16 inputs only): set model.dtype=bfloat16",
+            ),
+            (
+                t == 0 or 0.01 <= t <= 2,
+                f"generation.backend=vllm samples at temperature 0 or 0.01 to 2, not {t} (vLLM raises smaller ones "
+                "to 0.01, where the update would take log-probs at another temperature, and refuses larger ones)",
+            ),
+            (self.algo.lora_rank <= 512, "generation.backend=vllm holds LoRA ranks up to 512: lower algo.lora_rank"),
+            (
+                not self.model.agent_models and self.discussion.adapters != "separate",
+                "generation.backend=vllm serves one base model: use discussion.adapters=per_agent or shared and no "
+                "model.agent_models (or generation.backend=hf)",
+            ),
+            (
+                self.backend != "ray" or self.ray.gpus_per_rollout_worker > 0,
+                "generation.backend=vllm in Ray rollout workers needs a GPU share for each: set "
+                "ray.gpus_per_rollout_worker (e.g. 1)",
+            ),
+        ]
 
 
 # The recipes shipped with the package (tiny, paper_gsm8k, paper_anli): `--config paper_gsm8k` works from a wheel.

@@ -155,11 +155,16 @@ class _GeneratorWorker:
         return discussion.run(problems, get_task(task_name), self.generator, discussion_cfg, seed, step, first_index)
 
     def load_adapters(self, states: dict, version: int) -> None:
+        """The learners' adapters into this worker's team, then into its generator under `version` (a vLLM engine
+        gets them written out under new LoRA ids; HF generation samples from the team itself)."""
         from peft import set_peft_model_state_dict
 
         for (key, name), state in states.items():
             set_peft_model_state_dict(self.team.models[key], state, adapter_name=name)
-        self.generator.weights_version = version
+        self.generator.sync(self.team, version)
+
+    def sleep(self) -> None:
+        self.generator.sleep()
 
     def tokens_generated(self) -> int:
         return self.generator.tokens_generated
@@ -217,11 +222,15 @@ class RayRolloutPool:
         return [tr for part in self.actors.get(calls) for tr in part]
 
     def sleep(self) -> None:
-        """The workers keep their own copies of the team: nothing of the learner's to free."""
+        """After a rollout: workers with a sleeping vLLM engine (generation.vllm_sleep) hand their GPU share to the
+        learners; the next sync wakes them. HF workers hold nothing to release."""
+        g = self.actors.cfg.generation
+        if g.backend == "vllm" and g.vllm_sleep:
+            self.actors.get([w.sleep.remote() for w in self.workers])
 
-    def sync(self, team) -> None:
+    def sync(self, team, version: int | None = None) -> None:
         """The trained adapters go to the object store once; every worker loads them under the next version."""
-        self.weights_version += 1
+        self.weights_version = self.weights_version + 1 if version is None else version
         self._load(team, self.weights_version)
 
     def _load(self, team, version: int) -> None:

@@ -100,8 +100,7 @@ def train(
         checkpoint.load_weights(ckpt, policy)
         start_step = checkpoint.load_trainer_state(ckpt, learner)
     # Weights version k + 1 after k updates, resumed or not: the transcripts of a resumed run are the uninterrupted's.
-    generator.weights_version = start_step
-    generator.sync(team)
+    generator.sync(team, start_step + 1)
     if resume:  # rows logged after the checkpoint (the crashed steps) are dropped: they are about to be redone
         _truncate_metrics(run_dir / "metrics.jsonl", start_step)
     if not (run_dir / "config.yaml").exists():  # library use: `maporl eval --checkpoint RUN_DIR` needs it

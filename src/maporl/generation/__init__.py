@@ -33,7 +33,7 @@ class GenRequest:
 
 class Generator(Protocol):
     tokens_generated: int  # for throughput reports: every answer's tokens up to and including its end of turn
-    weights_version: int  # how many times `sync` ran: every transcript records the version that produced it
+    weights_version: int  # the version of the weights it samples from: every transcript records it
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         """One completion per request, in order. The same requests (and seeds) give the same completions."""
@@ -43,8 +43,9 @@ class Generator(Protocol):
         """After a rollout: release what generation holds on the device while the learner updates (vLLM)."""
         ...
 
-    def sync(self, team) -> None:
-        """After an update: sample from the team's current adapters from now on (copies them where needed)."""
+    def sync(self, team, version: int | None = None) -> None:
+        """After an update: sample from the team's current adapters from now on (copies them where needed), as
+        weights version `version` (default: one more than before)."""
         ...
 
 

@@ -118,9 +118,9 @@ class HFGenerator:
     def sleep(self) -> None:
         """Nothing to release: the models are the learner's."""
 
-    def sync(self, team) -> None:
+    def sync(self, team, version: int | None = None) -> None:
         """Nothing to copy: this generator samples from the very models the learner updates."""
-        self.weights_version += 1
+        self.weights_version = self.weights_version + 1 if version is None else version
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Completion]:
         out: list[Completion | None] = [None] * len(requests)
