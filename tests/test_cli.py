@@ -146,6 +146,7 @@ def test_base_build_tiny_budget_makes_a_loadable_model(maporl, tmp_path):
     assert set(info["probes"]["2"]) == {"arith_chain", "arith_word", "arith_word_unseen"}
     assert info["steps_taken"] in (2, 3) and "--probe-every 2" in info["command"]
     assert 1_000_000 < info["num_parameters"] < 3_000_000
+    assert "bench/verifier_pipeline.py" in r.stdout  # what to re-measure on a new base
     r = maporl(
         "discuss",
         "What is 1+2-3?",

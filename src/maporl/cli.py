@@ -312,6 +312,11 @@ def cmd_base_build(args: argparse.Namespace) -> None:
     info = build_base(Path(args.out), cfg, quiet=args.quiet)
     print(json.dumps(info, indent=2))
     print(f"built {info['num_parameters']:,}-parameter base in {info['minutes']} min -> {args.out}")
+    print(
+        "a new base changes what was measured on the old one: re-run `python bench/verifier_pipeline.py` (the learned "
+        "verifier is trained from the base and its team's answers), `./scripts/run.sh` and `maporl reproduce` "
+        "(docs/embedded_base.md, Rebuilding it)"
+    )
 
 
 REPRODUCE_FLAGS = {

@@ -1,6 +1,6 @@
 """A generative verifier (GenRM-CoT, Zhang et al. 2024, arXiv 2408.15240): the verifier LM first solves the problem
-itself, then judges the response's answer against its own; P(correct) = sigmoid(score / T + b), with the score
-below and T, b fitted on held-out data (Platt scaling).
+itself, then judges the response's answer against its own; P(correct) comes from the scores below through a
+calibration fitted on held-out data (calibration.py).
 
 Why not only a classifier head: on the embedded arithmetic task, whether "The answer is 7" is right depends on
 a+b-c, which a 1.5M-parameter model cannot compute in one forward pass (a last-token classifier stayed at ROC-AUC
@@ -14,13 +14,14 @@ cross-entropy on the target plus a binary cross-entropy on the verdict logit, so
 X is a target only when it is right, so after "Proposed:" the verifier learns to write its own answer.
 
 Two scores can be read from the same forward pass (`score`): `answer` (the default for new verifiers), the
-log-likelihood of " X." there, high when X agrees with the verifier's own answer; or `verdict`, logit(" Yes") -
-logit(" No") after "Verdict:". Why `answer`: the verifier solved 94% of the test questions itself, but its verdict
+log-likelihood of " X." there, high when X agrees with the verifier's own answer, together with the verifier's
+confidence in its own solution (calibration.py puts the two together); or `verdict`, logit(" Yes") - logit(" No")
+after "Verdict:". Why `answer`: the verifier solved 94% of the test questions itself, but its verdict
 still said Yes to near misses (33 proposed against its own 32), ROC-AUC 0.82; copying a number it has just written
 is what even this model does reliably, ROC-AUC 0.97 (docs/verifier.md).
 
-Saved as a normal Hugging Face causal-LM directory plus `maporl_verifier.json` (kind, temperature, bias,
-max_new_tokens, samples, score).
+Saved as a normal Hugging Face causal-LM directory plus `maporl_verifier.json` (kind, calibration, max_new_tokens,
+samples, score).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import torch
 
 from maporl.tasks.base import extract_number_answer, last_answer_word
 from maporl.verifiers.base import ProbabilityVerifier, positions_from_mask
+from maporl.verifiers.calibration import Calibration
 
 PROPOSED = "Proposed:"
 VERDICT = "Verdict:"
@@ -149,9 +151,10 @@ def verdict_logits(
 ) -> tuple[torch.Tensor, list[str]]:
     """The verifier writes its solution up to "Proposed:" (greedy; or `samples` solutions sampled at temperature 1,
     whose scores are averaged: a vote over its own solutions); the response's answer and "Verdict:" are written in.
-    Returns (one uncalibrated score per pair; the texts the verifier wrote). The score is, by `score`:
-    `verdict`: logit(" Yes") - logit(" No") at the verdict; `answer`: the log-likelihood the verifier gives the
-    response's answer (and the period after it) right after its own solution, which is high when the two agree."""
+    Returns (the uncalibrated scores, (pairs, k); the texts the verifier wrote). By `score`: `verdict`, k = 1:
+    logit(" Yes") - logit(" No") at the verdict; `answer`, k = 2: the log-likelihood the verifier gives the
+    response's answer (and the period after it) right after its own solution, which is high when the two agree, and
+    its confidence in that solution, the lowest log-probability among the tokens it wrote (calibration.py)."""
     if score not in SCORES:
         raise ValueError(f"unknown verifier score {score!r}; choose one of {', '.join(SCORES)}")
     if samples <= 1:
@@ -161,7 +164,7 @@ def verdict_logits(
     with torch.random.fork_rng(devices=[device] if str(device).startswith("cuda") else []):
         torch.manual_seed(0)
         logits, texts = _verdict_logits(model, tokenizer, rows, max_new_tokens, device, True, score)
-    return logits.reshape(len(pairs), samples).mean(-1), texts
+    return logits.reshape(len(pairs), samples, -1).mean(1), texts
 
 
 def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample: bool, score: str):
@@ -181,7 +184,8 @@ def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     # Encode the parts separately, exactly as in training (the prompt's ids are the unpadded rows of `enc`), then
     # score the token after "Verdict:".
-    seqs, spans = [], []
+    seqs, spans, own_spans = [], [], []
+    proposed = len(_ids(tokenizer, " " + PROPOSED))
     for row, row_mask, text, (_, response) in zip(enc["input_ids"], enc["attention_mask"], texts, pairs, strict=True):
         cut = text.find(PROPOSED)
         written = text[: cut + len(PROPOSED)] if cut >= 0 else text.rstrip() + " " + PROPOSED
@@ -189,6 +193,9 @@ def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample
         written_ids = _ids(tokenizer, written)
         start, end = answer_span(tokenizer, written_ids, response)
         spans.append((len(prompt_ids) + start, len(prompt_ids) + end))
+        # The verifier's own solution: what it wrote before " Proposed:" (all it wrote, if that is nothing else).
+        own_end = len(written_ids) - proposed if len(written_ids) > proposed else len(written_ids)
+        own_spans.append((len(prompt_ids), len(prompt_ids) + own_end))
         seqs.append(prompt_ids + written_ids + _ids(tokenizer, given_part(response)) + shared)
     width = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -197,12 +204,14 @@ def _verdict_logits(model, tokenizer, pairs, max_new_tokens: int, device, sample
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits
     if score == "verdict":
         last = logits[:, -1].float()
-        return (last[:, yes] - last[:, no]).cpu(), texts
-    out = torch.empty(len(seqs))
-    for i, (s, (start, end)) in enumerate(zip(seqs, spans, strict=True)):
-        at = width - len(s) + torch.arange(start, end, device=ids.device)  # the answer's tokens, left-padded
-        logp = torch.log_softmax(logits[i, at - 1].float(), -1)  # position j is predicted at j - 1
-        out[i] = logp.gather(-1, ids[i, at, None]).sum().cpu()
+        return (last[:, yes] - last[:, no]).cpu()[:, None], texts
+    out = torch.empty(len(seqs), 2)
+    for i, s in enumerate(seqs):
+        for k, (start, end) in enumerate((spans[i], own_spans[i])):
+            at = width - len(s) + torch.arange(start, end, device=ids.device)  # the tokens, left-padded
+            logp = torch.log_softmax(logits[i, at - 1].float(), -1)  # position j is predicted at j - 1
+            picked = logp.gather(-1, ids[i, at, None]).squeeze(-1)
+            out[i, k] = picked.sum() if k == 0 else picked.min()
     return out, texts
 
 
@@ -216,8 +225,10 @@ class GenerativeVerifier(ProbabilityVerifier):
         meta = json.loads((path / META_FILE).read_text())
         self.model, self.tokenizer = load_base(str(path), device=device)
         self.model.eval()
-        self.temperature = float(meta.get("temperature", 1.0))
-        self.bias = float(meta.get("bias", 0.0))  # absent in directories written before Platt scaling
+        if "calibration" in meta:
+            self.calibration = Calibration.from_dict(meta["calibration"])
+        else:  # directories written before: Platt scaling of their one score (with no bias before that existed)
+            self.calibration = Calibration.platt(float(meta.get("temperature", 1.0)), float(meta.get("bias", 0.0)))
         self.max_new_tokens = int(meta.get("max_new_tokens", 64))
         self.samples = int(meta.get("samples", 1))
         self.score_kind = meta.get("score", "verdict")  # directories written before the `answer` score
@@ -230,5 +241,5 @@ class GenerativeVerifier(ProbabilityVerifier):
             logit, _ = verdict_logits(
                 self.model, self.tokenizer, chunk, self.max_new_tokens, self.device, self.samples, self.score_kind
             )
-            out += torch.sigmoid(logit / self.temperature + self.bias).tolist()
+            out += self.calibration.probabilities(logit).tolist()
         return out

@@ -1,7 +1,8 @@
 """`maporl verifier train`: fine-tune a verifier (generative or classifier) on balanced data, calibrate, evaluate.
 
-Questions are split by a hash of their text: 80% train, 10% calibration (fits the temperature and bias), 10% test (the
-reported metrics: accuracy at 0.5, ROC-AUC, expected calibration error over 10 bins, a reliability diagram).
+Questions are split by a hash of their text: 80% train, 10% calibration (fits the calibration: calibration.py), 10%
+test (the reported metrics: accuracy at 0.5, ROC-AUC, expected calibration error over 10 bins, a reliability
+diagram).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from maporl.config import Config, VerifierTrainConfig
 from maporl.errors import UsageError
 from maporl.tasks.base import extract_number_answer
+from maporl.verifiers import calibration
 from maporl.verifiers import generative as gen
 from maporl.verifiers.classifier import encode, logits_of
 from maporl.verifiers.generative import PROPOSED
@@ -61,31 +63,6 @@ def calibration_bins(probs: list[float], labels: list[int], bins: int = 10) -> l
 def ece(probs: list[float], labels: list[int], bins: int = 10) -> float:
     n = len(probs)
     return sum(c / n * abs(conf - acc) for conf, acc, c in calibration_bins(probs, labels, bins))
-
-
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The T > 0 minimising the binary cross-entropy of sigmoid(logit / T) (a 1-D search over log T)."""
-    return fit_calibration(logits, labels, biases=torch.zeros(1))[0]
-
-
-def fit_calibration(
-    logits: torch.Tensor, labels: torch.Tensor, biases: torch.Tensor | None = None
-) -> tuple[float, float]:
-    """(T, b) minimising the binary cross-entropy of sigmoid(logit / T + b): Platt scaling, as a grid search over
-    log T in [-2.5, 2.5] and b in [-10, 10] (bounded, so separable data cannot send T to 0). The bias corrects a
-    verifier that leans to one verdict, which a temperature alone cannot (ECE 0.064 -> 0.039 on a `verdict` one),
-    and lets the `answer` score, a log-likelihood and so never above 0, reach P > 0.5 (b 3.5 on the default one)."""
-    biases = torch.linspace(-10, 10, 401) if biases is None else biases
-    best, best_loss = (1.0, 0.0), math.inf
-    for t in torch.exp(
-        torch.linspace(-2.5, 2.5, 201)
-    ).tolist():  # one (biases x rows) matrix at a time: bounded memory
-        z = logits[None, :] / t + biases[:, None]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, labels.expand_as(z), reduction="none").mean(-1)
-        k = int(torch.argmin(loss))
-        if loss[k] < best_loss:
-            best, best_loss = (t, float(biases[k])), float(loss[k])
-    return best
 
 
 def solve_metrics(rows: list[dict], written: list[str], probs: list[float]) -> dict:
@@ -164,6 +141,8 @@ class ClassifierTrainee:
         torch.nn.init.zeros_(self.model.score.weight)  # start at P = 0.5 everywhere
         self.written: list[str] = []  # a classifier writes nothing
 
+    calibration = "platt"
+
     def logits(self, chunk: list[dict]) -> torch.Tensor:
         return logits_of(self.model, encode(self.tokenizer, _pairs(chunk)))
 
@@ -171,9 +150,9 @@ class ClassifierTrainee:
         y = torch.tensor([float(r["label"]) for r in chunk])
         return torch.nn.functional.binary_cross_entropy_with_logits(self.logits(chunk), y)
 
-    def save(self, out: Path, temperature: float, bias: float) -> None:
-        self.model.config.maporl_temperature = temperature
-        self.model.config.maporl_bias = bias
+    def save(self, out: Path, fitted: calibration.Calibration) -> None:
+        self.model.config.maporl_temperature = 1 / fitted.weights[0]
+        self.model.config.maporl_bias = fitted.bias
         self.model.save_pretrained(out)
 
 
@@ -189,6 +168,7 @@ class GenerativeTrainee:
         body = [len(tokenizer(" " + gen.written_part(r), add_special_tokens=False)["input_ids"]) for r in rows]
         self.max_new_tokens = max(body) + 8
         self.written: list[str] = []  # what it wrote for the rows scored since the last clear (solve-rate metrics)
+        self.calibration = "answer_confidence" if v.score == "answer" else "platt"
 
     def loss(self, chunk: list[dict]) -> torch.Tensor:
         return gen.training_loss(self.model, gen.encode_for_training(self.tokenizer, chunk), self.yes, self.no)[0]
@@ -201,8 +181,8 @@ class GenerativeTrainee:
         self.written.extend(texts)
         return logits
 
-    def save(self, out: Path, temperature: float, bias: float) -> None:
-        meta = {"kind": "generative", "temperature": temperature, "bias": bias}
+    def save(self, out: Path, fitted: calibration.Calibration) -> None:
+        meta = {"kind": "generative", "calibration": fitted.to_dict()}
         meta |= {"max_new_tokens": self.max_new_tokens, "samples": self.v.samples, "score": self.v.score}
         (out / gen.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         self.model.save_pretrained(out)
@@ -244,7 +224,7 @@ def train_verifier(rows: list[dict], practice: list[dict], out: Path, cfg: Confi
     verifier as `cfg.verifier_train` says, on top of its `base` model; calibrate on the calibration split; write the
     directory, metrics.json, reliability.png. `practice` rows (`practice_for`; training split only) are spread evenly
     over the steps, each seen once, on top of the `batch_size` rollout rows of every step. `score` picks what the
-    generative verifier's probability is calibrated from (`generative.verdict_logits`)."""
+    generative verifier's probability is calibrated from (`generative.verdict_logits`, `calibration.py`)."""
     from maporl.models import load_tokenizer, resolve_model_dir
     from maporl.utils import seed_everything
 
@@ -271,10 +251,10 @@ def train_verifier(rows: list[dict], practice: list[dict], out: Path, cfg: Confi
         return torch.cat([trainee.logits(part[i : i + 128]) for i in range(0, len(part), 128)])
 
     calib_labels = torch.tensor([float(r["label"]) for r in parts["calib"]])
-    temperature, bias = fit_calibration(all_logits(parts["calib"]), calib_labels)
+    fitted = calibration.fit(trainee.calibration, all_logits(parts["calib"]), calib_labels)
     test_labels = [int(r["label"]) for r in parts["test"]]
     trainee.written.clear()
-    probs = torch.sigmoid(all_logits(parts["test"]) / temperature + bias).tolist()
+    probs = fitted.probabilities(all_logits(parts["test"])).tolist()
     generative = v.kind == "generative"
     metrics = {
         "kind": v.kind,
@@ -287,8 +267,7 @@ def train_verifier(rows: list[dict], practice: list[dict], out: Path, cfg: Confi
         "num_train": len(parts["train"]),
         "num_calibration": len(parts["calib"]),
         "num_practice": len(practice),
-        "temperature": temperature,
-        "bias": bias,
+        "calibration": fitted.to_dict(),
         "steps": steps,
         "minutes": round((time.time() - started) / 60, 2),
         "base": str(path),
@@ -296,7 +275,7 @@ def train_verifier(rows: list[dict], practice: list[dict], out: Path, cfg: Confi
     if generative and v.samples == 1:
         metrics.update(solve_metrics(parts["test"], trainee.written, probs))
     out.mkdir(parents=True, exist_ok=True)
-    trainee.save(out, temperature, bias)
+    trainee.save(out, fitted)
     tokenizer.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     reliability_plot(probs, test_labels, out / "reliability.png")
