@@ -7,8 +7,8 @@
   a = -log(eps - ll). Why both, measured on the embedded base (docs/verifier.md): the log scale, because right
   answers sit at ll > -0.01 while near misses (32 against its own 33) reach -0.2, which sigmoid(ll / T + b) cannot
   separate from a long tail down to -30 (ECE 0.088 -> 0.034); the confidence, because on the 10% of questions the
-  verifier solves wrong, agreeing with it means being wrong (ROC-AUC 0.34 there), and its own solution is then
-  much less sure of itself (ROC-AUC 0.93 for telling solved from not), so the interaction trusts the comparison
+  verifier solves wrong, agreeing with it means being wrong (ROC-AUC 0.34 there on ll alone), and its own solution is
+  then much less sure of itself (ROC-AUC 0.93 for telling solved from not), so the interaction trusts the comparison
   only as far as the verifier trusts its solution (ROC-AUC 0.948 -> 0.968).
 """
 
