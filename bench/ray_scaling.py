@@ -79,7 +79,7 @@ def measure_startup() -> dict:
     ray = ray_session(cfg)
     policy = policy_for(cfg, build_team(cfg, with_adapters=True))
     pool, verifier, updaters = ray_backends(cfg, policy, list(range(cfg.discussion.num_agents)))
-    ray.get([a.ping.remote() for a in pool.workers + updaters.actors.handles + [verifier.actor]])
+    ray.get([a.ping.remote() for a in pool.workers + updaters.actors.handles + verifier.actors.handles])
     ray_s = time.perf_counter() - t0
     ray.shutdown()
     from maporl.team import build_generator
