@@ -15,6 +15,7 @@ import torch
 
 from maporl.errors import UsageError
 from maporl.verifiers.base import ProbabilityVerifier, positions_from_mask
+from maporl.verifiers.calibration import Calibration
 
 MAX_TOKENS = 512  # question + response; longer inputs keep their end (where the final answer is)
 
@@ -58,8 +59,10 @@ class ClassifierVerifier(ProbabilityVerifier):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.temperature = float(getattr(self.model.config, "maporl_temperature", 1.0))
-        self.bias = float(getattr(self.model.config, "maporl_bias", 0.0))
+        config = self.model.config
+        self.calibration = Calibration.platt(
+            float(getattr(config, "maporl_temperature", 1.0)), float(getattr(config, "maporl_bias", 0.0))
+        )
         self.task, self.device, self.batch_size = task, device, batch_size
 
     @torch.no_grad()
@@ -67,5 +70,5 @@ class ClassifierVerifier(ProbabilityVerifier):
         out: list[float] = []
         for start in range(0, len(pairs), self.batch_size):
             enc = encode(self.tokenizer, pairs[start : start + self.batch_size], self.device)
-            out += torch.sigmoid(logits_of(self.model, enc) / self.temperature + self.bias).tolist()
+            out += self.calibration.probabilities(logits_of(self.model, enc)).tolist()
         return out

@@ -140,8 +140,7 @@ class ClassifierTrainee:
         self.model.config.pad_token_id = tokenizer.pad_token_id
         torch.nn.init.zeros_(self.model.score.weight)  # start at P = 0.5 everywhere
         self.written: list[str] = []  # a classifier writes nothing
-
-    calibration = "platt"
+        self.calibration = "platt"  # the calibration `fit` makes of its one score
 
     def logits(self, chunk: list[dict]) -> torch.Tensor:
         return logits_of(self.model, encode(self.tokenizer, _pairs(chunk)))
