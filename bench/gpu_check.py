@@ -96,12 +96,15 @@ def id_tokenizer(vocab_size: int):
     )
 
 
-def random_model(config, device: str, dtype: torch.dtype):
-    """Random weights of the shape, built on the device (a 7B model initialises in seconds there)."""
+def random_model(config, cfg):
+    """Random weights of the shape in the check's dtype, built on its device (a 7B model initialises in seconds
+    there)."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    from maporl.models import DTYPES
+
+    with torch.device(cfg.model.device):
+        model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[cfg.model.dtype])
     model.generation_config.eos_token_id = None  # the shape's own end-of-turn id would end answers early
     model.generation_config.bos_token_id = None
     return model.eval()
@@ -176,7 +179,7 @@ def phase_generation(args) -> dict:
     )
     team = team_of(
         cfg,
-        random_model(config, args.device, torch.bfloat16 if "cuda" in args.device else torch.float32),
+        random_model(config, cfg),
         tokenizer,
         with_adapters=True,
     )
@@ -236,7 +239,7 @@ def phase_step(args, shape: str) -> dict:
             f"task.name={task}",
             "run_name=gpu-check",
         )
-        model = random_model(config, args.device, torch.bfloat16 if "cuda" in args.device else torch.float32)
+        model = random_model(config, cfg)
         team = team_of(cfg, model, id_tokenizer(config.vocab_size), with_adapters=True)
         trainer.train(cfg, Path(tmp) / "run", quiet=True, final_eval=False, team=team)
         last = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()][-1]
