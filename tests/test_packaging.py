@@ -54,7 +54,7 @@ def test_package_data_names_files_that_exist(pattern):
 
 
 def test_the_shipped_recipes_are_in_the_package():
-    from maporl.config import shipped_configs
+    from maporl.config_parse import shipped_configs
 
     assert {"tiny", "paper_gsm8k", "paper_anli"} <= set(shipped_configs())
     assert re.search(r"configs/\*\.yaml", (ROOT / "pyproject.toml").read_text())

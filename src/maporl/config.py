@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from maporl.config_parse import build, describe, merge_dotted, parse_override, read_yaml
+from maporl.config_parse import build, config_file, describe, merge_dotted, parse_override, read_yaml
 from maporl.errors import UsageError
 
 
@@ -422,27 +422,6 @@ class Config:
                 "ray.gpus_per_rollout_worker (e.g. 1)",
             ),
         ]
-
-
-# The recipes shipped with the package (tiny, paper_gsm8k, paper_anli): `--config paper_gsm8k` works from a wheel.
-SHIPPED_CONFIGS = Path(__file__).parent / "configs"
-
-
-def shipped_configs() -> list[str]:
-    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
-
-
-def config_file(path: str | Path) -> Path:
-    """A YAML file's path as given, or a shipped recipe by name (`paper_gsm8k` or `paper_gsm8k.yaml`)."""
-    p = Path(path)
-    if p.is_file() or len(p.parts) > 1:
-        return p
-    shipped = SHIPPED_CONFIGS / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
-    if shipped.is_file():
-        return shipped
-    raise UsageError(
-        f"config file {p} not found; pass an existing YAML file or a shipped recipe: {', '.join(shipped_configs())}"
-    )
 
 
 def load_config(
