@@ -331,62 +331,6 @@ def test_training_with_a_model_verifier(pipeline, tiny_model_dir, tmp_path):
         trainer.train(tiny_cfg(tiny_model_dir, "verifier.kind=model"), tmp_path / "x", quiet=True)
 
 
-def test_calibration_features_by_hand():
-    from maporl.verifiers.calibration import Calibration, features
-
-    raw = torch.tensor([[0.0, 0.0], [-1.0, -2.0], [0.5, 1.0]])  # ll and confidence; above 0 counts as 0
-    f = features("answer_confidence", raw)
-    a = [-math.log(1e-4), -math.log(1e-4 + 1.0), -math.log(1e-4)]
-    want = [[a[0], 0.0, 0.0], [a[1], -2.0, -2.0 * a[1]], [a[2], 0.0, 0.0]]
-    assert torch.allclose(f, torch.tensor(want), rtol=1e-5, atol=1e-6)  # float32: log(1 + 1e-4) to 1e-6
-    assert features("platt", torch.tensor([1.5, -2.0])).tolist() == [[1.5], [-2.0]]
-    c = Calibration("answer_confidence", (1.0, 0.5, 0.0), -2.0)
-    assert c.probabilities(raw[:1]).item() == pytest.approx(1 / (1 + math.exp(-(a[0] - 2.0))))
-    assert Calibration.from_dict(c.to_dict()) == c
-    assert Calibration.platt(2.0, 0.5).probabilities(torch.tensor([3.0])).item() == pytest.approx(
-        1 / (1 + math.exp(-(1.5 + 0.5)))
-    )
-    with pytest.raises(ValueError, match="unknown calibration 'isotonic'"):
-        Calibration.from_dict({"kind": "isotonic", "weights": [], "bias": 0})
-
-
-def test_answer_confidence_trusts_the_comparison_as_far_as_the_verifier_trusts_its_solution():
-    """Sure of its own solution (confidence 0): agreeing (ll ~ 0) means right, disagreeing (ll ~ -5) wrong. Unsure
-    (confidence -3): agreeing with its own, probably wrong, answer says nothing, half of those are right. A
-    temperature and bias on ll alone cannot tell the two apart; the interaction can."""
-    from maporl.verifiers.calibration import fit
-
-    g = torch.Generator().manual_seed(0)
-    n = 400
-    sure = torch.arange(n) < n // 2
-    label = torch.where(sure, torch.arange(n) % 2, (torch.arange(n) // 2) % 2).float()
-    agree = torch.where(sure, label.bool(), torch.arange(n) % 2 == 0)
-    ll = torch.where(agree, -0.001 * torch.rand(n, generator=g), -5 - torch.rand(n, generator=g))
-    conf = torch.where(sure, -0.01 * torch.rand(n, generator=g), -3 - torch.rand(n, generator=g))
-    fitted = fit("answer_confidence", torch.stack([ll, conf], 1), label)
-    p = fitted.probabilities(torch.tensor([[-0.0005, -0.005], [-5.5, -0.005], [-0.0005, -3.5], [-5.5, -3.5]]))
-    assert p[0] > 0.9 and p[1] < 0.1 and abs(p[2] - 0.5) < 0.1 and abs(p[3] - 0.5) < 0.1, p
-    platt = fit("platt", ll, label)
-    assert platt.kind == "platt" and len(platt.weights) == 1
-    assert platt.probabilities(torch.tensor([-0.0005])).item() < 0.8  # the unsure half drags agreement down
-
-
-def test_a_verifier_directory_without_a_calibration_reads_its_temperature_and_bias(tiny_model_dir, tmp_path):
-    import shutil
-
-    from maporl.verifiers import load_learned_verifier
-    from maporl.verifiers.calibration import Calibration
-    from maporl.verifiers.generative import META_FILE
-
-    old = tmp_path / "old"
-    shutil.copytree(tiny_model_dir, old)  # a causal LM directory, with the meta a verifier written before had
-    meta = {"kind": "generative", "temperature": 2.0, "bias": 0.5, "max_new_tokens": 8, "samples": 1}
-    (old / META_FILE).write_text(json.dumps(meta))
-    v = load_learned_verifier(old)
-    assert v.calibration == Calibration.platt(2.0, 0.5) and v.score_kind == "verdict"
-    assert len(v.probabilities([("What is 1+1?", "The answer is 2.")])) == 1
-
-
 def _pipeline_bench():
     import importlib.util
     from pathlib import Path
