@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))  # PYTHONPATH=src is then optional
 
 import torch  # noqa: E402
 
-from maporl.memory_estimate import update_peak_estimate  # noqa: E402
+from maporl.models.memory import update_peak_estimate  # noqa: E402
 
 LOGPROB_TOLERANCE = 1e-4  # fp32 on both sides: CPU vs CUDA kernels, and the sampler's pass vs the update's
 LOG: Path | None = None

@@ -157,7 +157,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from maporl.gguf_import import import_gguf
+            from maporl.models.gguf import import_gguf
 
             model = str(Path(tmp) / "smollm2")
             import_gguf(None, Path(model))

@@ -39,7 +39,7 @@ def child(*args: str) -> dict:
 def measure_rollouts(rounds: int) -> dict:
     """Both pools in one Ray session (1 + 2 workers at 0.4 CPU each), alternating; seconds per step's rollout."""
     from maporl.config import load_config
-    from maporl.ray_backend import RayRolloutPool, ray_session
+    from maporl.distributed.actors import RayRolloutPool, ray_session
     from maporl.tasks import get_task
     from maporl.team import build_team
     from maporl.trainer import step_problems
@@ -69,9 +69,9 @@ def measure_rollouts(rounds: int) -> dict:
 def measure_startup() -> dict:
     """ray.init, then the default run's actors (2 workers, 3 learners, verifier) until each answers a ping."""
     from maporl.config import load_config
+    from maporl.distributed.actors import ray_session
+    from maporl.distributed.learners import ray_backends
     from maporl.policy import policy_for
-    from maporl.ray_backend import ray_session
-    from maporl.ray_learners import ray_backends
     from maporl.team import build_team
 
     cfg = load_config(None, RAY)

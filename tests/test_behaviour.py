@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maporl.behaviour import BEHAVIOURS, behaviour_metrics
+from maporl.study.behaviour import BEHAVIOURS, behaviour_metrics
 
 
 def table(*problems):
@@ -62,7 +62,7 @@ def test_adoption_and_stubbornness_share_their_opportunities():
 def test_per_problem_counts_of_the_first_hand_case_and_the_eval_json_encoding():
     """The same three problems: per problem, (events, opportunities) summed over agents and turns; eval.json's
     `correct_per_problem` strings read back to the same table."""
-    from maporl.behaviour import behaviour_per_problem, parse_correct
+    from maporl.study.behaviour import behaviour_per_problem, parse_correct
 
     correct = table(
         [[0, 1], [1, 1], [1, 1]],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from maporl.claims import claims_markdown, measure_claims
+from maporl.study.claims import claims_markdown, measure_claims
 
 
 def evaluation(*problems: list[float]) -> dict:
@@ -95,7 +95,7 @@ def test_a_subset_of_methods_gets_the_claims_it_measures_and_other_problems_are_
 
 def arm(*problems: str) -> dict:
     """One seed's evaluation on the train task from each problem's right/wrong per agent and turn ("01 00 00")."""
-    from maporl.behaviour import behaviour_metrics, parse_correct
+    from maporl.study.behaviour import behaviour_metrics, parse_correct
 
     return {"train_task": [{"problem_ids": [f"p{k}" for k in range(len(problems))],
                             "correct_per_problem": list(problems),
@@ -218,8 +218,8 @@ def test_transfer_share_holds_every_seed_to_the_target():
 def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():
     """Three seeds that gave the same answers on the same problems are one sample of problems, not three: every row
     keeps the one-seed interval. Seeds evaluated on other problems stay strata, and then the interval narrows."""
-    from maporl import claims as c
-    from maporl.stats import paired_difference
+    from maporl.study import claims as c
+    from maporl.study.stats import paired_difference
 
     one = {m: method(*e) for m, e in {
         "untrained": (([0.4, 0.0], [0.4, 0.4], [0.0, 0.4]), FLAT),  # final − turn 0: −40, 0, +40
@@ -248,7 +248,7 @@ def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():
 
 def test_incentive_ablation_gives_accuracy_and_every_behaviour_against_no_incentives():
     """Each setting that ran against α = β = 0: the final turn's accuracy and each behaviour's rate, paired."""
-    from maporl.claims import ablation_markdown, incentive_ablation
+    from maporl.study.claims import ablation_markdown, incentive_ablation
 
     def team(*problems: str) -> list[dict]:
         e = arm(*problems)["train_task"][0]

@@ -84,9 +84,9 @@ def test_the_checks_catch_what_they_look_for(tmp_path, monkeypatch):
     copy = tmp_path / "src"
     shutil.copytree(SRC / "maporl", copy / "maporl", ignore=shutil.ignore_patterns("assets", "__pycache__"))
     (copy / "maporl" / "verifiers" / "label.py").write_text("from maporl.verifiers import build_verifier\n")
-    (copy / "maporl" / "rundir.py").write_text("def f():\n    from maporl.report import _page\n")
+    (copy / "maporl" / "cli" / "rundir.py").write_text("def f():\n    from maporl.study.report import _page\n")
     monkeypatch.setattr(sys.modules[__name__], "SRC", copy)
     with pytest.raises(AssertionError, match="maporl.verifiers.label"):
         test_no_import_cycles()
-    with pytest.raises(AssertionError, match="maporl.rundir imports maporl.report._page"):
+    with pytest.raises(AssertionError, match="maporl.cli.rundir imports maporl.study.report._page"):
         test_no_module_imports_another_modules_private_names()

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from maporl.memory_estimate import lora_parameters, parameters, update_peak_estimate
+from maporl.models.memory import lora_parameters, parameters, update_peak_estimate
 
 ROOT = Path(__file__).parents[1]
 SHAPES = sorted(p.name for p in (ROOT / "bench" / "shapes").iterdir())

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from maporl.config import AlgoConfig, RewardConfig
-from maporl.incentive_stats import incentive_advantage_stats
 from maporl.rewards import incentives
+from maporl.study.incentives import incentive_advantage_stats
 
 ALPHA1 = RewardConfig(alpha=(0.0, 2.0), beta=(0.0, 0.0))  # the paper's α1 = 2 arm
 

@@ -337,7 +337,7 @@ def test_megabyte_hostile_text_is_parsed_in_bounded_time():
 def test_report_page_never_contains_raw_model_text(tmp_path_factory, text):
     import json
 
-    from maporl.report import write_report
+    from maporl.study.report import write_report
 
     run = tmp_path_factory.mktemp("r")
     tr = {

@@ -77,7 +77,7 @@ def test_ray_missing_is_a_usage_error(monkeypatch, tmp_path, tiny_model_dir):
 
 def test_a_worker_with_stale_weights_stops_the_step(tiny_model_dir):
     ray = pytest.importorskip("ray")
-    from maporl.ray_backend import RayRolloutPool
+    from maporl.distributed.actors import RayRolloutPool
     from maporl.tasks import get_task
     from maporl.team import build_team
 
@@ -101,8 +101,8 @@ def test_a_worker_with_stale_weights_stops_the_step(tiny_model_dir):
 def test_a_cluster_short_of_resources_is_a_one_line_error(tiny_model_dir, joined):
     """At once on a cluster of this machine alone; after ray.start_timeout_s on a joined one (it may grow)."""
     ray = pytest.importorskip("ray")
+    from maporl.distributed.actors import RayRolloutPool
     from maporl.errors import UsageError
-    from maporl.ray_backend import RayRolloutPool
 
     address = []
     if joined:
@@ -120,7 +120,7 @@ def test_a_cluster_short_of_resources_is_a_one_line_error(tiny_model_dir, joined
 @pytest.fixture
 def groups(monkeypatch) -> list:
     """Every placement group the run makes, to inspect where its bundles went and what they asked for."""
-    from maporl import ray_backend
+    from maporl.distributed import actors as ray_backend
 
     made = []
     real = ray_backend.placement_group
@@ -130,7 +130,7 @@ def groups(monkeypatch) -> list:
         return made[-1]
 
     monkeypatch.setattr(ray_backend, "placement_group", capture)
-    monkeypatch.setattr("maporl.ray_learners.placement_group", capture)
+    monkeypatch.setattr("maporl.distributed.learners.placement_group", capture)
     return made
 
 

@@ -70,7 +70,7 @@ def cfg(*overrides: str) -> Config:
 
 
 def test_an_empty_address_starts_a_private_instance_not_the_dead_cluster_ray_start_left(ray, ray_tmpdir):
-    from maporl.ray_backend import ray_session
+    from maporl.distributed.actors import ray_session
 
     stale = dead_cluster_file(ray_tmpdir)
     ray_session(cfg())
@@ -84,7 +84,7 @@ def test_a_join_where_nothing_answers_is_a_one_line_error_at_once(ray, ray_tmpdi
     RAY_ADDRESS names it. Ray would retry the GCS for minutes; the error comes before ray.init."""
     import ray._private.services as services
 
-    from maporl.ray_backend import ray_session
+    from maporl.distributed.actors import ray_session
 
     # 'auto' prefers a live GCS process seen in `ps` over the recorded address (services.py,
     # get_ray_address_from_environment): none here, whatever else runs on the machine (other tests' instances).
@@ -106,7 +106,7 @@ def test_a_join_where_nothing_answers_is_a_one_line_error_at_once(ray, ray_tmpdi
 def test_auto_with_no_cluster_on_the_machine_is_a_one_line_error(ray, ray_tmpdir, monkeypatch):
     import ray._private.services as services
 
-    from maporl.ray_backend import ray_session
+    from maporl.distributed.actors import ray_session
 
     # Ray's 'auto' also takes any GCS process it sees in `ps`: none here, whatever else runs on the machine.
     monkeypatch.setattr(services, "find_gcs_addresses", no_gcs_processes)
@@ -128,7 +128,7 @@ REFUSED = (
 def test_a_join_refused_for_the_auth_token_names_the_token_settings(ray, ray_tmpdir, monkeypatch, refusal):
     from ray.exceptions import AuthenticationError
 
-    from maporl.ray_backend import ray_session
+    from maporl.distributed.actors import ray_session
 
     def init(address=None, **kwargs):
         if refusal == "wrong or missing token":
@@ -151,7 +151,7 @@ DRIVER = """
 import sys
 from maporl.config import Config, with_overrides
 from maporl.errors import UsageError
-from maporl.ray_backend import ray_session
+from maporl.distributed.actors import ray_session
 try:
     ray = ray_session(with_overrides(Config(), ["backend=ray", "ray.address=" + sys.argv[1]]))
 except UsageError as e:

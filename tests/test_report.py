@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from maporl.cli import main
-from maporl.report import markdown_to_html, write_report
-from maporl.reproduce import steps_trained
+from maporl.study.report import markdown_to_html, write_report
+from maporl.study.reproduce import steps_trained
 
 HOSTILE = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -120,7 +120,7 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    from maporl.reproduce import METHODS
+    from maporl.study.reproduce import METHODS
 
     methods = list(METHODS)  # the default comparison: all six, in the table's order
     assert len(methods) == 6 and list(results["methods"]) == methods

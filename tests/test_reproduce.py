@@ -12,7 +12,7 @@ from maporl.config import load_config
 
 
 def test_summarize_over_seeds_by_hand():
-    from maporl.reproduce import summarize
+    from maporl.study.reproduce import summarize
 
     def seed(acc: list[float], any_right: list[float] | None) -> dict:
         m = {"acc_per_turn": acc, "majority_per_turn": acc, "wrong_to_right": [0.1], "right_to_wrong": [0.3]}
@@ -27,7 +27,7 @@ def test_summarize_over_seeds_by_hand():
 def _fake_runs(monkeypatch, fake_train, accuracy: dict[str, float]) -> None:
     """`reproduce` with `fake_train` and evaluations that score each method `accuracy[method]` (else 0.7) on two
     problems at both turns; no report."""
-    from maporl import reproduce as rep
+    from maporl.study import reproduce as rep
 
     def fake_evaluate(cfg, ckpt, task_name, out):
         acc = accuracy.get(out.parent.parent.name, 0.7)
@@ -40,13 +40,13 @@ def _fake_runs(monkeypatch, fake_train, accuracy: dict[str, float]) -> None:
 
     monkeypatch.setattr(rep, "_train", fake_train)
     monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
-    monkeypatch.setattr("maporl.report.write_report", lambda out: None)
+    monkeypatch.setattr("maporl.study.report.write_report", lambda out: None)
 
 
 def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
     """A comparison cut off part-way keeps the tables of what it evaluated, marked partial; --resume completes them."""
-    from maporl import reproduce as rep
     from maporl.errors import UsageError
+    from maporl.study import reproduce as rep
 
     cut_off = {"on": True}
 
@@ -80,7 +80,7 @@ def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monke
     """The paper's incentive arms train the config with one incentive at 2 and the others at 0; they are not part
     of the default comparison, they train for as many steps as maporl_no_incentives took on the seed, and their rows
     sit after maporl_no_incentives in the tables."""
-    from maporl import reproduce as rep
+    from maporl.study import reproduce as rep
 
     trained, order = {}, []
 
@@ -117,7 +117,7 @@ def test_resume_accepts_a_comparison_saved_before_a_setting_existed(tmp_path):
     setting does."""
     import yaml
 
-    from maporl import reproduce as rep
+    from maporl.study import reproduce as rep
 
     cfg = load_config(None, ["reproduce.budget_min=1"])
     saved = tmp_path / "config.yaml"
@@ -141,7 +141,7 @@ def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(t
     """Each (seed, method) records its steps and seconds per step in done.json; the per-seed table shows them; a
     comparison whose metrics.jsonl files are gone (as kept in git) still resumes, and the same-problems baseline
     still takes maporl's step count from done.json."""
-    from maporl import reproduce as rep
+    from maporl.study import reproduce as rep
 
     given_steps = {}
 
@@ -187,7 +187,7 @@ def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(t
 
 def test_run_stats_and_steps_trained_from_metrics(tmp_path):
     """Without a step count in done.json, the steps come from metrics.jsonl (rows with a step time)."""
-    from maporl import reproduce as rep
+    from maporl.study import reproduce as rep
 
     run = tmp_path / "maporl" / "seed0"
     _metrics(run, [1.0, 3.0])
@@ -199,8 +199,8 @@ def test_run_stats_and_steps_trained_from_metrics(tmp_path):
 
 def test_methods_all_runs_every_arm_in_table_order(tmp_path, monkeypatch, capsys):
     """`--methods all` is the default comparison plus the incentive arms, so one command writes both tables."""
-    from maporl import reproduce as rep
     from maporl.cli import main
+    from maporl.study import reproduce as rep
 
     def fake_train(method, cfg, run_dir, quiet, steps=0):
         _metrics(run_dir, [1.0])
@@ -216,8 +216,8 @@ def test_methods_all_runs_every_arm_in_table_order(tmp_path, monkeypatch, capsys
 def test_solo_warmup_trains_alone_first_then_discusses_from_those_adapters(tmp_path, monkeypatch):
     """maporl_solo_warmup: a third of the minutes with one turn (every agent alone, its own adapter), then the full
     discussion for the rest, starting from the solo phase's checkpoint."""
-    from maporl import reproduce as rep
     from maporl import trainer
+    from maporl.study import reproduce as rep
 
     calls = []
 
@@ -240,7 +240,7 @@ def test_incentive_table_pools_each_runs_means_over_seeds():
     """The incentives table: event rate / advantage change per discussing method, averaged over seeds (a key missing
     in one seed, e.g. an event that never fired there, averages over the seeds that have it); single agents and the
     untrained team get no row."""
-    from maporl.results_tables import incentives_markdown
+    from maporl.study.tables import incentives_markdown
 
     def seed(rate: float, delta: float | None, kept: float) -> dict:
         inc = {"incentive/corrective/self_fix": rate, "incentive/corrective/adopt": 0.0, "incentive_adv/kept": kept}
@@ -263,9 +263,8 @@ def test_an_older_evaluation_is_recomputed_from_its_transcripts_when_read_back(t
     """eval.json without correct_per_problem, with its transcripts still on disk: read_eval recomputes it (same
     accuracies, plus the newer keys) and rewrites it; without transcripts it is read as it is."""
     from maporl.evaluate import team_metrics
-    from maporl.records import Answer, Problem, Transcript
-    from maporl.reproduce import read_eval
-    from maporl.rundir import write_transcripts
+    from maporl.records import Answer, Problem, Transcript, write_transcripts
+    from maporl.study.reproduce import read_eval
     from maporl.tasks import get_task
 
     def answers(parsed):
@@ -287,8 +286,8 @@ def test_an_older_evaluation_is_recomputed_from_its_transcripts_when_read_back(t
 def test_claim_b_trials_change_only_what_they_name_and_a_shared_adapter_is_evaluated_shared():
     """maporl_epochs2 / maporl_wide / maporl_shared: MAPoRL's config with one change each (the same 32 discussions a
     step for maporl_wide); a run trained with one shared adapter is evaluated with that layout."""
-    from maporl import reproduce as rep
     from maporl.config import to_dict, with_overrides
+    from maporl.study import reproduce as rep
     from maporl.team import team_config
 
     cfg = load_config(None)
@@ -308,7 +307,7 @@ def test_claim_b_trials_change_only_what_they_name_and_a_shared_adapter_is_evalu
 
 def test_the_shared_adapter_trial_trains_and_evaluates_with_a_tiny_model(tiny_model_dir, tmp_path):
     """maporl_shared for real on the random 1M model: one adapter saved, and reproduce's evaluation loads it."""
-    from maporl import reproduce as rep
+    from maporl.study import reproduce as rep
 
     ckpt, team_cfg = rep._train("maporl_shared", tiny_cfg(tiny_model_dir), tmp_path / "run", quiet=True)
     assert [p.name for p in ckpt.glob("adapter_*.safetensors")] == ["adapter_shared.safetensors"]
@@ -319,7 +318,7 @@ def test_the_shared_adapter_trial_trains_and_evaluates_with_a_tiny_model(tiny_mo
 def test_a_trial_run_on_fewer_seeds_stays_in_the_comparisons_tables(tmp_path, monkeypatch):
     """A trial run on seed 0 only, into a comparison of two seeds: a later --resume of the comparison reads it back
     without running anything, and its claims row pairs it with seed 0 of single-agent RL."""
-    from maporl import reproduce as rep
+    from maporl.study import reproduce as rep
 
     trained = []
 

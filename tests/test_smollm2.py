@@ -30,7 +30,7 @@ SETTINGS = [
 
 @pytest.fixture(scope="module")
 def smollm2_dir(tmp_path_factory):
-    from maporl.gguf_import import import_gguf
+    from maporl.models.gguf import import_gguf
 
     out = tmp_path_factory.mktemp("smollm2") / "model"
     info = import_gguf(None, out)

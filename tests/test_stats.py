@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maporl.stats import bootstrap_means, paired_difference, ratio_of_differences
+from maporl.study.stats import bootstrap_means, paired_difference, ratio_of_differences
 
 
 def test_two_problems_one_seed():
@@ -50,7 +50,7 @@ def test_paired_rate_difference_by_hand():
     """Two problems, one seed. Team A self-corrects on problem 0 (1 of 1 opportunity) and not on problem 1 (0 of 1);
     team B never (0 of 1, 0 of 1). Rates 1/2 and 0: difference 0.5. A resample draws (0, 0), (0, 1), (1, 0) or (1, 1)
     with probability 1/4 each, for differences 1, 0.5, 0.5, 0: the 95% interval is [0, 1]."""
-    from maporl.stats import paired_rate_difference
+    from maporl.study.stats import paired_rate_difference
 
     a, b = [([1, 0], [1, 1])], [([0, 0], [1, 1])]
     assert paired_rate_difference(a, b) == (0.5, 0.0, 1.0)

@@ -188,7 +188,7 @@ def test_a_version_set_without_sync_is_refused(tmp_path, tiny_model_dir):
 def test_ray_rollout_workers_write_each_update_into_their_engine(monkeypatch, tmp_path, tiny_model_dir):
     """A rollout worker (the class Ray runs as an actor, here in-process) loads the learners' adapters under the
     step's version; its engine then serves those weights under that version, and the transcripts record it."""
-    from maporl.ray_backend import _GeneratorWorker
+    from maporl.distributed.actors import _GeneratorWorker
     from maporl.tasks import get_task
 
     fake = types.ModuleType("vllm")

@@ -454,6 +454,16 @@ def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def save_config(run_dir: Path, cfg: Config) -> None:
+    """Write the resolved config to run_dir/config.yaml (creating the directory): what `--resume`, `maporl eval
+    --checkpoint RUN_DIR` and reports read back."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    except OSError as e:
+        raise UsageError(f"cannot write to {run_dir} ({e.strerror}); pass a writable directory with --out") from None
+
+
 def keys() -> list[tuple[str, Any, str]]:
     """(dotted key, default, help) of every setting: the source of `maporl config --keys`."""
     return describe(Config)

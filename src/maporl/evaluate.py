@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from maporl.behaviour import behaviour_metrics
 from maporl.records import Transcript, answer_grid
+from maporl.study.behaviour import behaviour_metrics
 from maporl.tasks import Task
 
 

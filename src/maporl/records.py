@@ -6,8 +6,10 @@ Tensor shapes: B discussions, N agents, T turns; E episodes (one agent's answer 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -139,3 +141,10 @@ class TrainBatch:
         width = episodes.answer_mask.shape[1]  # right-aligned: the trimmed columns are the leading ones
         cut = [None if x is None else x[index, x.shape[1] - width :] for x in self._targets()]
         return TrainBatch(episodes, *cut)
+
+
+def write_transcripts(path: Path, transcripts: Iterable[Transcript]) -> None:
+    """One JSON object per line: what `maporl eval`, training and `discuss` write and the report reads back."""
+    with path.open("w") as f:
+        for tr in transcripts:
+            f.write(json.dumps(tr.to_json()) + "\n")

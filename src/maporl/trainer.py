@@ -32,16 +32,15 @@ import torch
 
 from maporl import checkpoint, discussion, faults
 from maporl.advantages import compute_advantages
-from maporl.config import Config, to_dict
+from maporl.config import Config, save_config, to_dict
 from maporl.errors import UsageError, WorkerLost
 from maporl.evaluate import evaluate_team
 from maporl.generation import Generator
-from maporl.incentive_stats import incentive_advantage_stats
 from maporl.learner import Learner, Updaters
 from maporl.policy import encode_episodes, policy_for, sampled_logprobs
-from maporl.records import TrainBatch, answer_grid
+from maporl.records import TrainBatch, answer_grid, write_transcripts
 from maporl.rewards import incentive_counts, incentives, step_rewards
-from maporl.rundir import save_config, write_transcripts
+from maporl.study.incentives import incentive_advantage_stats
 from maporl.tasks import get_task
 from maporl.team import build_generator, build_team
 from maporl.tracking import Tracker
@@ -225,7 +224,7 @@ def _backends(cfg: Config, team, task, policy, agents: list[int]) -> _Backends:
     """In this process, or as Ray actors wrapping the same objects."""
     labeler = LabelVerifier(task)
     if cfg.backend == "ray":
-        from maporl.ray_learners import RayRecovery, ray_backends
+        from maporl.distributed.learners import RayRecovery, ray_backends
 
         pool, verifier, updaters = ray_backends(cfg, policy, agents)
 

@@ -88,7 +88,7 @@ def solve_metrics(rows: list[dict], written: list[str], probs: list[float]) -> d
 
 
 def reliability_plot(probs, labels, path: Path) -> None:
-    from maporl.figures import pyplot, save_figure
+    from maporl.study.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))

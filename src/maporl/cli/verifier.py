@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from maporl.cli_args import config_from_args, team_config_and_generator
+from maporl.cli.args import config_from_args, team_config_and_generator
 from maporl.errors import UsageError
 
 # `verifier train` flags: shortcuts for config keys (`maporl config --keys` lists them with their help).

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from maporl.behaviour import BEHAVIOURS, behaviour_per_problem, parse_correct
-from maporl.stats import NoOpportunity, paired_difference, paired_rate_difference, ratio_of_differences
+from maporl.study.behaviour import BEHAVIOURS, behaviour_per_problem, parse_correct
+from maporl.study.stats import NoOpportunity, paired_difference, paired_rate_difference, ratio_of_differences
 
 Evals = dict[str, dict[str, list[dict]]]  # method -> task key -> one eval.json dict per seed, in seed order
 SAME_PROBLEMS = "single_agent_rl_same_problems"

@@ -28,7 +28,7 @@ def ray_session(cfg):
     except ImportError:
         raise UsageError("backend=ray needs Ray: `pip install 'maporl[ray]'` (or use backend=local)") from None
     if not ray.is_initialized():
-        from maporl.ray_cluster import start_or_join
+        from maporl.distributed.cluster import start_or_join
 
         start_or_join(cfg.ray.address, cfg.ray.start_timeout_s)
     return ray

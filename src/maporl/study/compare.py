@@ -15,10 +15,10 @@ SHARED = ("task", "eval", "discussion")  # what both evaluations must agree on f
 def compare_runs(args: argparse.Namespace) -> dict:
     """Evaluate `args.run_a` and `args.run_b` (run directories, checkpoints or model directories) with the flags and
     overrides of `args` on top of each run's own settings; the two must then agree on task, eval and discussion."""
-    from maporl.cli_args import team_config_and_generator
+    from maporl.cli.args import team_config_and_generator
     from maporl.config import to_dict
     from maporl.evaluate import evaluate_team
-    from maporl.stats import paired_difference
+    from maporl.study.stats import paired_difference
     from maporl.tasks import get_task
 
     teams = [

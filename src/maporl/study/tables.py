@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from maporl.claims import STEP_MATCHED, ablation_markdown, claims_markdown
+from maporl.study.claims import STEP_MATCHED, ablation_markdown, claims_markdown
 
 
 def summarize(per_seed: list[dict]) -> dict:

@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 from typing import get_args
 
-from maporl import cli_verifier
-from maporl.cli_args import config_from_args, team_config_and_generator
+from maporl.cli import verifier as cli_verifier
+from maporl.cli.args import config_from_args, team_config_and_generator
 from maporl.config import ReproduceMethod
 from maporl.errors import UsageError
 
@@ -204,8 +204,9 @@ def cmd_discuss(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from maporl.cli.rundir import new_run_dir
     from maporl.evaluate import evaluate_team, format_table
-    from maporl.rundir import new_run_dir, write_transcripts
+    from maporl.records import write_transcripts
     from maporl.tasks import get_task
 
     cfg, generator = team_config_and_generator(args)
@@ -232,9 +233,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from maporl.config import read_yaml
+    from maporl.config import read_yaml, save_config
     from maporl.evaluate import format_table
-    from maporl.rundir import save_config
     from maporl.trainer import train
 
     if args.resume not in (None, "yes", "auto") and "=" in args.resume:  # `--resume key=value`: an override
@@ -273,7 +273,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"transcripts: {run_dir / 'transcripts'}/ and {run_dir / 'eval_transcripts.jsonl'}")
     print(format_table(result["eval"]))
     try:
-        from maporl.report import write_report
+        from maporl.study.report import write_report
 
         print(f"report:      {write_report(run_dir)}")
     except ImportError as e:  # the run itself is complete; the page is optional
@@ -329,7 +329,7 @@ REPRODUCE_FLAGS = {
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from maporl.reproduce import reproduce
+    from maporl.study.reproduce import reproduce
 
     if args.seeds is not None and not all(x.strip().lstrip("-").isdigit() for x in args.seeds.split(",")):
         raise UsageError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2")
@@ -352,7 +352,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from maporl.compare import compare_runs, format_comparison, write_comparison
+    from maporl.study.compare import compare_runs, format_comparison, write_comparison
 
     result = compare_runs(args)
     print(format_comparison(result))
@@ -361,13 +361,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from maporl.report import write_report
+    from maporl.study.report import write_report
 
     print(f"wrote {write_report(Path(args.run_dir))}")
 
 
 def cmd_model_import(args: argparse.Namespace) -> None:
-    from maporl.gguf_import import import_gguf
+    from maporl.models.gguf import import_gguf
 
     info = import_gguf(Path(args.gguf) if args.gguf else None, Path(args.out), args.dtype)
     print(json.dumps(info, indent=2))

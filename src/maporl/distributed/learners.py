@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from maporl.distributed.actors import Actors, RayRolloutPool, RayVerifier, placement_group, ray_session, threads
 from maporl.learner import AgentUpdater, parameter_groups
 from maporl.policy import Policy
-from maporl.ray_backend import Actors, RayRolloutPool, RayVerifier, placement_group, ray_session, threads
 
 
 def weights_of(policy: Policy, agents: list[int] | None = None) -> dict:

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from maporl.errors import UsageError
 
 EMBEDDED = "embedded"
-EMBEDDED_DIR = Path(__file__).parent / "assets" / "base"
+EMBEDDED_DIR = Path(__file__).parents[1] / "assets" / "base"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from maporl.errors import UsageError
 from maporl.evaluate import table_rows
-from maporl.figures import pyplot, save_figure
+from maporl.study.figures import pyplot, save_figure
 
 MAX_TRANSCRIPTS = 300  # embedded in the page; the JSONL files keep them all
 

@@ -36,7 +36,8 @@ import time
 import typing
 from pathlib import Path
 
-from maporl.claims import (
+from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
+from maporl.study.claims import (
     INCENTIVE_TARGETS,
     SAME_PROBLEMS,
     SOLO_WARMUP,
@@ -45,8 +46,7 @@ from maporl.claims import (
     incentive_ablation,
     measure_claims,
 )
-from maporl.config import Config, ReproduceMethod, dump_yaml, to_dict, with_overrides
-from maporl.results_tables import per_seed, results_markdown, summarize
+from maporl.study.tables import per_seed, results_markdown, summarize
 
 # Table order (as `reproduce.methods` lists them); SAME_PROBLEMS runs after maporl, whose step count it takes.
 ALL_METHODS: tuple[str, ...] = typing.get_args(ReproduceMethod)
@@ -75,7 +75,7 @@ TRAINING_OVERRIDES = {
 def _evaluate(cfg: Config, ckpt: Path | None, task_name: str, out: Path) -> dict:
     from maporl import checkpoint
     from maporl.evaluate import evaluate_team
-    from maporl.rundir import write_transcripts
+    from maporl.records import write_transcripts
     from maporl.tasks import get_task
     from maporl.team import build_generator
 
@@ -142,7 +142,7 @@ def _train(method: str, cfg: Config, run_dir: Path, quiet: bool, steps: int = 0)
     """Train one method (for `steps` steps where given, else the config's budget); returns its checkpoint and the
     team config to evaluate it with."""
     from maporl import trainer
-    from maporl.rundir import save_config
+    from maporl.config import save_config
     from maporl.team import team_config
 
     extra = [f"train.max_steps={steps}", "train.minutes=0"] if steps else []
@@ -186,7 +186,7 @@ def reproduce(cfg: Config, out: Path, resume: bool = False, quiet: bool = False,
     method in progress is redone). `run_missing=False` (with `resume`) only rewrites the tables and report from what
     `out` holds."""
     from maporl.errors import UsageError
-    from maporl.report import write_report
+    from maporl.study.report import write_report
 
     r = cfg.reproduce
     requested, seeds = r.methods or METHODS, list(r.seeds)

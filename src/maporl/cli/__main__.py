@@ -1,0 +1,7 @@
+"""`python -m maporl.cli ...` is `maporl ...`."""
+
+import sys
+
+from maporl.cli import main
+
+sys.exit(main())

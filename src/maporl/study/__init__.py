@@ -1,0 +1,3 @@
+"""The experiment harness around the library: `maporl reproduce` (reproduce.py), its claims with paired intervals
+(claims.py, stats.py), the results tables (tables.py), `maporl compare` (compare.py), the discussion behaviours
+(behaviour.py), what the incentives do to the advantages (incentives.py), the HTML report (report.py, figures.py)."""
