@@ -125,9 +125,10 @@ def run_and_capture(monkeypatch, cfg, run_dir, verifier=RandomVerifier):
     """Train (by default with varying scores: `RandomVerifier`; None keeps the label verifier); returns (result,
     the trained team, its weights before training)."""
     from maporl import trainer
+    from maporl.distributed import backend
 
     if verifier is not None:
-        monkeypatch.setattr(trainer, "LabelVerifier", verifier)
+        monkeypatch.setattr(backend, "LabelVerifier", verifier)
     teams, initial = [], {}
     real_build_team = trainer.build_team
 
@@ -151,7 +152,7 @@ def metric_rows(run_dir) -> list[dict]:
 def answer_batch(team, agents: int):
     """A TrainBatch of one answer ("The answer is 3." and the end of turn) per agent at turn 0, advantage 1 on every
     answer token."""
-    from maporl.policy import encode_episodes
+    from maporl.episodes import encode_episodes
     from maporl.records import Answer, Problem, TrainBatch, Transcript
 
     prompt = ({"role": "user", "content": "What is 1+2-0?"},)

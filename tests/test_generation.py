@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -117,7 +119,8 @@ def test_merged_decoding_samples_what_the_adapters_sample(two_adapter_model):
 )
 def test_team_layouts(tiny_model_dir, layout, model_keys, adapters):
     from maporl.config import load_config
-    from maporl.team import build_generator, build_team
+    from maporl.generation.registry import build_generator
+    from maporl.team import build_team
 
     cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", f"discussion.adapters={layout}"])
     team = build_team(cfg, with_adapters=True)
@@ -134,9 +137,12 @@ def test_team_layouts(tiny_model_dir, layout, model_keys, adapters):
 def test_unknown_backend_is_a_usage_error(tiny_model_dir):
     from maporl.config import load_config
     from maporl.errors import UsageError
-    from maporl.team import build_generator
+    from maporl.generation.registry import build_generator
 
-    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}", "generation.backend=vlm"])
+    with pytest.raises(UsageError, match="did you mean 'vllm'"):  # while the config is read
+        load_config(None, [f"model.name_or_path={tiny_model_dir}", "generation.backend=vlm"])
+    cfg = load_config(None, [f"model.name_or_path={tiny_model_dir}"])  # a Config built in code is not checked
+    cfg = dataclasses.replace(cfg, generation=dataclasses.replace(cfg.generation, backend="vlm"))
     with pytest.raises(UsageError, match="unknown"):
         build_generator(cfg)
 

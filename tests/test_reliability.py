@@ -14,6 +14,7 @@ from conftest import RandomVerifier, answer_batch, lora_state, run_and_capture, 
 from safetensors.torch import load_file
 
 from maporl import checkpoint, trainer
+from maporl.distributed import backend
 from maporl.errors import UsageError
 
 
@@ -106,7 +107,7 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, tiny_model_dir, reference_r
 
 
 def test_verify_detects_damage_and_keep_last_prunes(monkeypatch, tmp_path, tiny_model_dir, capsys):
-    monkeypatch.setattr(trainer, "LabelVerifier", RandomVerifier)
+    monkeypatch.setattr(backend, "LabelVerifier", RandomVerifier)
     cfg = tiny_cfg(tiny_model_dir, "train.max_steps=3", "train.checkpoint_every=1", "train.keep_last=2")
     trainer.train(cfg, tmp_path, quiet=True)
     dirs = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
@@ -131,11 +132,11 @@ def nan_rewards(monkeypatch, agents: tuple[int, ...], from_step: int = 1) -> Non
     real, calls = trainer.step_rewards, []
 
     def poisoned(*args, **kwargs):
-        rewards, correct = real(*args, **kwargs)
+        rewards = real(*args, **kwargs)
         calls.append(1)
         if len(calls) >= from_step:
-            rewards[:, list(agents), :] = float("nan")
-        return rewards, correct
+            rewards.influence[:, list(agents), :] = float("nan")
+        return rewards
 
     monkeypatch.setattr(trainer, "step_rewards", poisoned)
 
@@ -183,7 +184,7 @@ def test_nan_loss_skips_that_agent(monkeypatch, tiny_model_dir):
 
 
 def test_repeated_nonfinite_stops_cleanly_with_a_checkpoint(monkeypatch, tmp_path, tiny_model_dir):
-    monkeypatch.setattr(trainer, "LabelVerifier", RandomVerifier)
+    monkeypatch.setattr(backend, "LabelVerifier", RandomVerifier)
     nan_rewards(monkeypatch, agents=(0, 1), from_step=2)
     cfg = tiny_cfg(tiny_model_dir, "train.max_steps=10", "algo.max_nonfinite=2")
     result = trainer.train(cfg, tmp_path, quiet=True)
@@ -192,9 +193,9 @@ def test_repeated_nonfinite_stops_cleanly_with_a_checkpoint(monkeypatch, tmp_pat
     assert (tmp_path / "eval.json").is_file()
 
 
-def test_a_checkpoint_with_one_optimizer_for_all_agents_loads_into_one_per_agent(tiny_model_dir):
-    """Checkpoints written before one optimizer per parameter group held one AdamW over every group in group order:
-    loading one gives each group its own parameters' moments, step counts and schedule."""
+def test_learner_restore_puts_weights_optimizer_and_rng_back(tiny_model_dir):
+    """Learner.snapshot() before an update and restore() after it: the adapters, every group's optimizer and
+    schedule, the minibatch RNG and the non-finite count are what they were, so the redone update is the same."""
     from maporl.learner import Learner
     from maporl.policy import Policy
     from maporl.team import build_team
@@ -202,17 +203,30 @@ def test_a_checkpoint_with_one_optimizer_for_all_agents_loads_into_one_per_agent
     cfg = tiny_cfg(tiny_model_dir)
     learner = Learner(Policy(build_team(cfg, with_adapters=True), value_heads=False), cfg.algo, [0, 1], 10, 0)
     params = [p for ps in learner.groups.values() for p in ps]
-    single = torch.optim.AdamW(params, lr=cfg.algo.lr, weight_decay=0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(single, lambda k: 0.5)
-    for k, p in enumerate(params):
-        p.grad = torch.full_like(p, float(k + 1))  # a different moment for every parameter
-    single.step()
-    schedule.step()
-    state = {"optimizer": single.state_dict(), "scheduler": schedule.state_dict()}
-    learner.load_state_dict(state | {"learner_rng": torch.Generator().manual_seed(3).get_state()})
-    for owner, group in learner.groups.items():
-        updater = learner.updaters.updaters[owner]
-        assert updater.scheduler.get_last_lr() == schedule.get_last_lr()
-        for p in group:
-            mine, old = updater.optimizer.state[p], single.state[p]
-            assert torch.equal(mine["exp_avg"], old["exp_avg"]) and torch.equal(mine["step"], old["step"])
+    before = [p.detach().clone() for p in params]
+    snapshot = learner.snapshot()
+    for updater in learner.updaters.updaters.values():  # an "update": moved weights, a stepped optimizer
+        for p in updater.params:
+            p.grad = torch.ones_like(p)
+        updater.optimizer.step()
+        updater.scheduler.step()
+    torch.randperm(5, generator=learner.generator)
+    learner.consecutive_nonfinite = 4
+    assert not all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
+    learner.restore(snapshot)
+    assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
+    assert all(u.optimizer.state == {} and u.scheduler.last_epoch == 0 for u in learner.updaters.updaters.values())
+    assert torch.equal(learner.generator.get_state(), snapshot.rng) and learner.consecutive_nonfinite == 0
+
+
+def test_a_trainer_state_in_another_format_is_one_line_naming_the_file(tmp_path, tiny_model_dir):
+    from maporl.learner import Learner
+    from maporl.policy import Policy
+    from maporl.team import build_team
+
+    cfg = tiny_cfg(tiny_model_dir)
+    learner = Learner(Policy(build_team(cfg, with_adapters=True), value_heads=False), cfg.algo, [0, 1], 10, 0)
+    torch.save({"optimizer": {}, "scheduler": {}}, tmp_path / "trainer_state.pt")  # one optimizer for every group
+    (tmp_path / "state.json").write_text('{"step": 1}')
+    with pytest.raises(UsageError, match="trainer_state.pt is not a checkpoint this version of maporl reads"):
+        checkpoint.load_trainer_state(tmp_path, learner)

@@ -230,15 +230,19 @@ def test_incentive_source_verifier_reads_the_thresholded_score_not_the_label():
     # From the labels every event is mirrored: A adopts (+1), B is talked into it (−1), A misled (−4), B persuaded
     # (+4).
     cfg = RewardConfig(gamma=0.5, alpha=(1.0, 2.0), beta=(3.0, 4.0), incentive_source="verifier")
-    rewards, correct = step_rewards(raw, labels, valid, cfg)
+    out = step_rewards(raw, labels, valid, cfg)
+    rewards, correct = out.total, out.correct
+    # The two parts apart: the bonus alone is the incentive of the verifier's correctness (A −1, +4; B +1, −4).
+    assert out.bonus.tolist() == [[[4.0, -1.0], [-4.0, 1.0]]]
     assert correct.tolist() == [[[1.0, 0.0], [0.0, 1.0]]]
     torch.testing.assert_close(rewards, turns([4.766667, -3.566667], [-0.8, 1.8]), atol=ATOL, rtol=0)
     label_cfg = RewardConfig(gamma=0.5, alpha=(1.0, 2.0), beta=(3.0, 4.0), incentive_source="label")
-    rewards, correct = step_rewards(raw, labels, valid, label_cfg)
+    out = step_rewards(raw, labels, valid, label_cfg)
+    rewards, correct = out.total, out.correct
     assert torch.equal(correct, labels)
     torch.testing.assert_close(rewards, turns([-3.233333, 4.433333], [1.2, -0.2]), atol=ATOL, rtol=0)
     # An invalid answer scores the penalty, whatever the verifier said (B at turn 1 here): R_inf changes, not c.
     valid[0, 1, 1] = False
-    rewards, _ = step_rewards(raw, labels, valid, cfg)
+    rewards = step_rewards(raw, labels, valid, cfg).total
     # mean score at turn 1 = (0.2 − 0.5) / 2 = −0.15: R_inf(0) = ((0.9 − 0.075) / 1.5, (0.4 − 0.075) / 1.5)
     torch.testing.assert_close(rewards, turns([0.55 + 4, 0.216667 - 4], [-0.8, -0.5 + 1]), atol=ATOL, rtol=0)

@@ -9,13 +9,15 @@ from conftest import tiny_cfg
 
 from maporl import discussion
 from maporl.advantages import compute_advantages
+from maporl.episodes import encode_episodes
 from maporl.generation import GenRequest, encode_prompt
+from maporl.generation.registry import build_generator
 from maporl.learner import Learner
-from maporl.policy import Policy, encode_episodes
+from maporl.policy import Policy
 from maporl.prompts import first_turn_prompt
 from maporl.records import Answer, Problem, TrainBatch, Transcript
 from maporl.tasks import get_task
-from maporl.team import build_generator, build_team
+from maporl.team import build_team
 
 
 def rollout(cfg, team, problems=3):

@@ -10,6 +10,7 @@ from conftest import RandomVerifier, answer_batch, lora_state, metric_rows, run_
 
 from maporl import discussion, trainer
 from maporl.checkpoint import load_team
+from maporl.distributed import backend
 from maporl.policy import Policy
 from maporl.tasks import get_task
 from maporl.team import build_team
@@ -80,7 +81,7 @@ def test_value_heads_only_for_ppo(tiny_model_dir):
 
 
 def test_resume_continues_from_the_latest_checkpoint(monkeypatch, tmp_path, tiny_model_dir):
-    monkeypatch.setattr(trainer, "LabelVerifier", RandomVerifier)
+    monkeypatch.setattr(backend, "LabelVerifier", RandomVerifier)
     trainer.train(tiny_cfg(tiny_model_dir, "train.max_steps=2"), tmp_path, quiet=True)
     result = trainer.train(tiny_cfg(tiny_model_dir, "train.max_steps=3"), tmp_path, resume=True, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -171,7 +172,7 @@ def test_init_from_starts_from_a_runs_adapters(monkeypatch, tmp_path, tiny_model
         seen.update(lora_state(team, "agent0"))
         raise KeyboardInterrupt  # enough: the weights the backends would start from
 
-    monkeypatch.setattr(trainer, "_backends", stop)
+    monkeypatch.setattr(trainer, "backends_for", stop)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(tiny_cfg(tiny_model_dir, f"train.init_from={first}"), tmp_path / "second", quiet=True)
     trained = lora_state(load_team(tiny_cfg(tiny_model_dir), result["checkpoint"]), "agent0")

@@ -9,11 +9,13 @@ from conftest import tiny_cfg
 
 from maporl import discussion
 from maporl.advantages import compute_advantages
+from maporl.episodes import encode_episodes
+from maporl.generation.registry import build_generator
 from maporl.learner import Learner
-from maporl.policy import Policy, encode_episodes
+from maporl.policy import Policy
 from maporl.records import TrainBatch
 from maporl.tasks import get_task
-from maporl.team import build_generator, build_team
+from maporl.team import build_team
 
 COMMON = ("algo.name=ppo", "algo.kl_coef=0.01", "algo.max_grad_norm=1e9", "algo.micro_batch_size=4")
 

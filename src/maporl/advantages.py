@@ -1,8 +1,9 @@
 """Advantage estimators: pure functions on tensors, in the style of verl's ``core_algos``, behind one entry point.
 
-`compute_advantages(cfg, rewards, episodes, ...)` is the only function the trainer calls: it turns the step's MAPoRL
-rewards (B, N, T) into per-token advantages (E, L-1) of the trained episodes, and value targets for PPO. The learner
-receives both and never computes either. Estimators, by `algo.name`:
+`compute_advantages(cfg, rewards, episodes, ..., bonus)` is the only function the trainer calls: it turns the step's
+MAPoRL rewards (B, N, T), given as the influence reward and the incentive bonus, into per-token advantages (E, L-1) of
+the trained episodes, and value targets for PPO; where the bonus enters is decided there alone. The learner receives
+both and never computes either. Estimators, by `algo.name`:
 
 - **ppo (value heads + GAE, the paper's setting).** `token_rewards` puts each episode's scalar MAPoRL reward on its
   last answer token and a −kl_coef·(log π − log π_ref) penalty on every answer token; `gae` then runs generalised
@@ -276,17 +277,17 @@ def group_advantages(cfg: AlgoConfig, rewards: Tensor, bonus: Tensor | None = No
 
     Args:
         cfg: name, group_by, rollouts_per_problem, incentive_placement.
-        rewards: (B, N, T) MAPoRL rewards, B = problems · rollouts_per_problem.
-        bonus: (B, N, T) the incentive part of `rewards`; read only with `incentive_placement` "advantage": the
-            estimator then sees R − bonus, and the bonus is added to its advantages.
+        rewards: (B, N, T) rewards without the incentive bonus (R_inf), B = problems · rollouts_per_problem.
+        bonus: (B, N, T) the incentive bonus (None: none). With `incentive_placement` "reward" the estimator sees
+            rewards + bonus; with "advantage" it sees `rewards` and the bonus is added to its advantages.
 
     Returns:
         (B, N, T) advantages.
     """
-    after = cfg.incentive_placement == "advantage" and bonus is not None
-    ids = step_group_ids(cfg, rewards.shape)
-    base = GROUP_ESTIMATORS[cfg.name]((rewards - bonus if after else rewards).reshape(-1), ids).reshape(rewards.shape)
-    return base + bonus if after else base
+    after = cfg.incentive_placement == "advantage"
+    seen = rewards if bonus is None or after else rewards + bonus
+    base = GROUP_ESTIMATORS[cfg.name](seen.reshape(-1), step_group_ids(cfg, rewards.shape)).reshape(rewards.shape)
+    return base + bonus if after and bonus is not None else base
 
 
 def step_group_ids(cfg: AlgoConfig, shape: torch.Size) -> Tensor:
@@ -310,19 +311,22 @@ def compute_advantages(
     Args:
         cfg: The algorithm settings: name, group_by, rollouts_per_problem (group estimators); kl_coef, gae_lambda,
             whiten (ppo).
-        rewards: (B, N, T) MAPoRL reward of every answer of the step, B = problems · rollouts_per_problem.
+        rewards: (B, N, T) reward of every answer of the step without the incentive bonus (R_inf; the whole reward
+            when `bonus` is None), B = problems · rollouts_per_problem.
         episodes: The E trained episodes (indices into `rewards`, answer masks (E, L-1)).
         old_logprobs: (E, L-1) log π_old of every token at sampling time (ppo).
         old_values: (E, L-1) V_old of every token (ppo).
         ref_logprobs: (E, L-1) log π_ref (ppo with kl_coef > 0; None: no KL penalty).
-        bonus: (B, N, T) the incentive part of `rewards`. With `cfg.incentive_placement` "advantage" (grpo/rloo) it
-            is taken out before the baseline and added to each answer's advantage after it.
+        bonus: (B, N, T) the incentive bonus, or None. Where it enters is decided here: in the reward (R = R_inf +
+            bonus; every estimator, `incentive_placement` "reward") or, for grpo/rloo with "advantage", added to
+            each answer's advantage after the baseline.
 
     Returns:
         (advantages (E, L-1), returns (E, L-1) for ppo else None), 0 at positions that are not answer tokens.
     """
     mask = episodes.answer_mask.bool()
-    reward = rewards[episodes.problem, episodes.agent, episodes.turn]  # (E,)
+    total = rewards if bonus is None else rewards + bonus
+    reward = total[episodes.problem, episodes.agent, episodes.turn]  # (E,)
     if cfg.name == "ppo":
         if old_logprobs is None or old_values is None:
             raise ValueError("ppo advantages need the sampling policy's log-probabilities and values")

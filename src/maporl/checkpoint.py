@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from peft import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from maporl import faults
 from maporl.config import read_yaml
 from maporl.errors import UsageError
 from maporl.policy import Policy
+from maporl.team import build_team, saved_adapter
 
 
 def _sha256(path: Path) -> str:
@@ -84,10 +84,10 @@ def verify(ckpt: Path) -> str | None:
     """None when every file listed in state.json is present with its size and hash, else what is wrong."""
     try:
         state = json.loads((ckpt / "state.json").read_text())
-        files = state.get("files", {})  # checkpoints from before the manifest list nothing to check
+        files = dict(state["files"])
         int(state["step"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return "state.json is missing or unreadable"
+        return "state.json is missing, unreadable or lists no files"
     for name, meta in files.items():
         f = ckpt / name
         if not f.is_file() or f.stat().st_size != meta["bytes"] or _sha256(f) != meta["sha256"]:
@@ -101,31 +101,38 @@ def _step_dirs(run_dir: Path) -> list[Path]:
     return sorted(root.glob("step_*"), reverse=True) if root.is_dir() else []
 
 
-def load_weights(ckpt: Path, policy: Policy) -> None:
-    """Load adapters (and value heads) into a team built with the run's config."""
+def load_policy(ckpt: Path, policy: Policy) -> None:
+    """Load a checkpoint's adapters (and value heads) into a team built with the run's config; the shared slot of a
+    team built from a run of one agent gets that agent's adapter (`team.saved_adapter`)."""
+    saved = sorted(
+        f.name.removeprefix("adapter_").removesuffix(".safetensors") for f in ckpt.glob("adapter_*.safetensors")
+    )
+    adapters = {}
     for key, name in policy.team.adapters():
-        path = ckpt / f"adapter_{name}.safetensors"
-        saved = sorted(ckpt.glob("adapter_*.safetensors"))
-        if not path.is_file() and name == "shared" and len(saved) == 1:
-            path = saved[0]  # an agent trained alone, in every seat of a shared-adapter team (team.team_config)
-        if not path.is_file():
+        source = saved_adapter(name, saved)
+        if source is None:
             raise UsageError(f"checkpoint {ckpt} has no adapter '{name}'; use the run's discussion.adapters layout")
-        set_peft_model_state_dict(policy.team.models[key], load_file(path), adapter_name=name)
+        adapters[(key, name)] = load_file(ckpt / f"adapter_{source}.safetensors")
+    policy.team.load_adapters(adapters)
     if policy.value_heads is not None and (ckpt / "value_heads.pt").is_file():
         policy.value_heads.load_state_dict(torch.load(ckpt / "value_heads.pt", map_location=policy.device))
 
 
 def load_team(cfg, ckpt: Path):
     """A team built with `cfg` carrying the adapters saved in `ckpt` (for discuss / eval)."""
-    from maporl.team import build_team
 
     team = build_team(cfg, with_adapters=True)
-    load_weights(ckpt, Policy(team, value_heads=False))
+    load_policy(ckpt, Policy(team, value_heads=False))
     return team
 
 
 def load_trainer_state(ckpt: Path, learner) -> int:
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+    path = ckpt / "trainer_state.pt"
+    state = torch.load(path, weights_only=False)
+    if not {"groups", "learner_rng", "consecutive_nonfinite", "python_rng"} <= set(state):
+        raise UsageError(
+            f"{path} is not a checkpoint this version of maporl reads; start from its weights with train.init_from"
+        )
     learner.load_state_dict(state)
     random.setstate(state["python_rng"])
     np.random.set_state(state["numpy_rng"])

@@ -3,9 +3,9 @@ targets arrive computed (advantages.py), losses come from losses.py.
 
 Each parameter group (an agent's adapter and value head; all agents' with a shared adapter) has its own
 `AgentUpdater`: optimizer, LR schedule, micro-batches and gradient clipping. Groups share nothing, so an updater can
-live in its own process: with backend=ray each is a learner actor (ray_learners.py), and the `Learner` here, in the
-driver, only draws the minibatch order and hands every group its own rows. The group's micro-batches hold its rows
-only, so an update gives bit for bit the same weights in one process or spread over actors.
+live in its own process: with backend=ray each is a learner actor (distributed/learners.py), and the `Learner` here,
+in the driver, only draws the minibatch order and hands every group its own rows. The group's micro-batches hold its
+rows only, so an update gives bit for bit the same weights in one process or spread over actors.
 
 Micro-batching with gradient accumulation (weights chosen so the accumulated gradient equals one big batch's),
 per-agent gradient clipping, and a non-finite guard that skips an agent's update instead of corrupting it.
@@ -13,6 +13,7 @@ per-agent gradient clipping, and a non-finite guard that skips an agent's update
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ Stats = dict[str, list[float]]
 
 
 @dataclass(frozen=True)
-class OwnerPlan:
+class GroupPlan:
     """One parameter group's part of an update: its rows, the minibatch of every optimizer step (indices into those
     rows) and each minibatch's loss units over *every* group's rows, which weigh its loss as one pass over the whole
     minibatch would. `skip`: a non-finite advantage or return took the group out of this step (its schedule still
@@ -43,26 +44,26 @@ class OwnerPlan:
 
 
 @dataclass(frozen=True)
-class OwnerResult:
+class GroupResult:
     stats: Stats
     skipped: list[bool]  # per optimizer step: this group's update was skipped (non-finite)
     lr: float  # after the update
 
 
 def parameter_groups(policy: Policy, trained_agents: list[int]) -> tuple[dict[int, list], dict[int, int]]:
-    """(owner agent -> the parameters its update changes, agent -> its owner). Agents sharing an adapter share the
-    group of the first of them."""
+    """(group -> the parameters its update changes, agent -> its group). A group is named by the first agent whose
+    parameters it holds: agents sharing an adapter share that agent's group."""
     groups: dict[int, list[torch.nn.Parameter]] = {}
-    owner: dict[int, int] = {}
-    owner_of_param: dict[int, int] = {}
+    group_of: dict[int, int] = {}
+    group_of_param: dict[int, int] = {}
     for a in trained_agents:
         all_params = policy.agent_parameters(a)
-        params = [p for p in all_params if id(p) not in owner_of_param]
-        owner_of_param.update((id(p), a) for p in params)
+        params = [p for p in all_params if id(p) not in group_of_param]
+        group_of_param.update((id(p), a) for p in params)
         if params:
             groups[a] = params
-        owner[a] = owner_of_param[id(all_params[0])] if all_params else a
-    return groups, owner
+        group_of[a] = group_of_param[id(all_params[0])] if all_params else a
+    return groups, group_of
 
 
 def micro_batches(batch: EpisodeBatch, rows: torch.Tensor, cfg: AlgoConfig) -> list[torch.Tensor]:
@@ -87,8 +88,8 @@ def micro_batches(batch: EpisodeBatch, rows: torch.Tensor, cfg: AlgoConfig) -> l
 class AgentUpdater:
     """One parameter group's optimizer, LR schedule, no-gradient passes and optimizer steps."""
 
-    def __init__(self, policy: Policy, cfg: AlgoConfig, owner: int, params: list, total_steps: int):
-        self.policy, self.cfg, self.owner, self.params = policy, cfg, owner, params
+    def __init__(self, policy: Policy, cfg: AlgoConfig, group: int, params: list, total_steps: int):
+        self.policy, self.cfg, self.group, self.params = policy, cfg, group, params
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0)
         updates = total_steps * cfg.epochs * cfg.minibatches
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -114,14 +115,14 @@ class AgentUpdater:
                     values[part, width - v.shape[1] :] = v.cpu()
         return logp, values
 
-    def run(self, plan: OwnerPlan, step: int = 0) -> OwnerResult:
+    def run(self, plan: GroupPlan, step: int = 0) -> GroupResult:
         """Every optimizer step of the plan; `step` (the training step) only names fault-injection points."""
         faults.step = step or faults.step
         stats: Stats = defaultdict(list)
         skipped = [self._optimizer_step(plan, k, stats) for k in range(len(plan.minibatches))]
-        return OwnerResult(dict(stats), skipped, self.scheduler.get_last_lr()[0])
+        return GroupResult(dict(stats), skipped, self.scheduler.get_last_lr()[0])
 
-    def _optimizer_step(self, plan: OwnerPlan, k: int, stats: Stats) -> bool:
+    def _optimizer_step(self, plan: GroupPlan, k: int, stats: Stats) -> bool:
         """Accumulate minibatch k's gradient over micro-batches, clip it, step. True when the update was skipped (a
         non-finite loss or gradient, or a non-finite advantage in the plan); the parameters are then untouched."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -143,8 +144,8 @@ class AgentUpdater:
                 p.grad = None
             skip = True
         else:
-            stats[f"grad_norm/agent{self.owner}"].append(norm.item())
-        stats[f"nonfinite/agent{self.owner}"].append(float(skip))
+            stats[f"grad_norm/agent{self.group}"].append(norm.item())
+        stats[f"nonfinite/agent{self.group}"].append(float(skip))
         faults.point("update")
         self.optimizer.step()
         self.scheduler.step()
@@ -180,13 +181,39 @@ class AgentUpdater:
 
 
 class Updaters(Protocol):
-    """Where the groups' updaters run: `call(method, {owner: args})` runs `AgentUpdater.method(*args)` for every
-    listed owner (concurrently where they live apart) and gives {owner: result}."""
+    """Where the parameter groups' `AgentUpdater`s live: in this process (`LocalUpdaters`) or in one Ray learner actor
+    each (distributed/learners.py). Every call names the groups it is for and runs them concurrently where they live
+    apart; results come back by group."""
 
-    def call(self, method: str, args: dict[int, tuple]) -> dict[int, Any]: ...
+    def old_policy(
+        self, batches: dict[int, EpisodeBatch], values: bool, logp: bool, reference: bool
+    ) -> dict[int, Any]:
+        """`AgentUpdater.old_policy` of each group on its rows."""
+        ...
+
+    def run(self, plans: dict[int, GroupPlan], step: int) -> dict[int, GroupResult]:
+        """Every group's update (`AgentUpdater.run`)."""
+        ...
+
+    def state(self) -> dict[int, dict]:
+        """Every group's optimizer and schedule (for checkpoints)."""
+        ...
+
+    def load(self, states: dict[int, dict]) -> None:
+        """Put back what `state` gave."""
+        ...
+
+    def snapshot(self) -> Any:
+        """Every group's weights, optimizer and schedule as they are now, kept apart from the updaters."""
+        ...
+
+    def restore(self, snapshot: Any) -> None:
+        """Back to a `snapshot` (with Ray: restarting lost learner actors first)."""
+        ...
 
     def pull(self, policy: Policy) -> None:
-        """After an update: make the driver's policy hold the trained weights (a no-op where it is the trained one)."""
+        """After an update or a restore: make the driver's policy hold the trained weights (a no-op where it is the
+        trained one)."""
         ...
 
     def push(self, policy: Policy) -> None:
@@ -195,19 +222,53 @@ class Updaters(Protocol):
 
 
 class LocalUpdaters:
-    """Every group's updater in this process, run one after the other."""
+    """Every group's updater in this process, training the driver's own policy, run one after the other."""
 
     def __init__(self, updaters: dict[int, AgentUpdater]):
         self.updaters = updaters
 
-    def call(self, method: str, args: dict[int, tuple]) -> dict[int, Any]:
-        return {owner: getattr(self.updaters[owner], method)(*a) for owner, a in args.items()}
+    def old_policy(
+        self, batches: dict[int, EpisodeBatch], values: bool, logp: bool, reference: bool
+    ) -> dict[int, Any]:
+        return {g: self.updaters[g].old_policy(b, values, logp, reference) for g, b in batches.items()}
+
+    def run(self, plans: dict[int, GroupPlan], step: int) -> dict[int, GroupResult]:
+        return {g: self.updaters[g].run(plan, step) for g, plan in plans.items()}
+
+    def state(self) -> dict[int, dict]:
+        return {g: u.state_dict() for g, u in self.updaters.items()}
+
+    def load(self, states: dict[int, dict]) -> None:
+        for g, state in states.items():
+            self.updaters[g].load_state_dict(state)
+
+    def snapshot(self) -> dict[int, tuple[list[torch.Tensor], dict]]:
+        return {
+            g: ([p.detach().clone() for p in u.params], copy.deepcopy(u.state_dict()))
+            for g, u in self.updaters.items()
+        }
+
+    def restore(self, snapshot: dict[int, tuple[list[torch.Tensor], dict]]) -> None:
+        with torch.no_grad():
+            for g, (params, state) in snapshot.items():
+                for p, saved in zip(self.updaters[g].params, params, strict=True):
+                    p.copy_(saved)
+                self.updaters[g].load_state_dict(copy.deepcopy(state))
 
     def pull(self, policy: Policy) -> None:
         """The updaters trained the driver's own policy: nothing to copy."""
 
     def push(self, policy: Policy) -> None:
         """The updaters train the driver's own policy: nothing to copy."""
+
+
+@dataclass(frozen=True)
+class LearnerSnapshot:
+    """Where a step starts, for redoing it: the updaters' snapshot, the minibatch RNG, the non-finite count."""
+
+    updaters: Any
+    rng: torch.Tensor
+    consecutive_nonfinite: int
 
 
 class Learner:
@@ -224,9 +285,9 @@ class Learner:
         updaters: Updaters | None = None,
     ):
         self.policy, self.cfg = policy, cfg
-        self.groups, self.owner = parameter_groups(policy, trained_agents)
+        self.groups, self.group_of = parameter_groups(policy, trained_agents)
         self.updaters = updaters or LocalUpdaters(
-            {o: AgentUpdater(policy, cfg, o, params, total_steps) for o, params in self.groups.items()}
+            {g: AgentUpdater(policy, cfg, g, params, total_steps) for g, params in self.groups.items()}
         )
         self.generator = torch.Generator().manual_seed(seed)  # minibatch order
         self.consecutive_nonfinite = 0  # updates in a row in which some agent was skipped
@@ -245,46 +306,46 @@ class Learner:
         reference = self.cfg.kl_coef > 0
         if not (logp or reference):
             return None, None, None
-        owners = self._owners(batch.agent)
-        rows = {o: (owners == o).nonzero().squeeze(1) for o in self.groups}
-        rows = {o: r for o, r in rows.items() if len(r)}
-        parts = self.updaters.call("old_policy", {o: (batch.rows(r), ppo, logp, reference) for o, r in rows.items()})
+        groups = self._groups(batch.agent)
+        rows = {g: (groups == g).nonzero().squeeze(1) for g in self.groups}
+        rows = {g: r for g, r in rows.items() if len(r)}
+        parts = self.updaters.old_policy({g: batch.rows(r) for g, r in rows.items()}, ppo, logp, reference)
         e, width = batch.answer_mask.shape
         out: list[torch.Tensor | None] = []
         for k, wanted in enumerate((logp, ppo, reference)):
             full = torch.zeros((e, width)) if wanted else None
-            for o, r in rows.items():
+            for g, r in rows.items():
                 if full is not None:
-                    part = parts[o][k]
+                    part = parts[g][k]
                     full[r, width - part.shape[1] :] = part
             out.append(full)
         return out[0], out[1], out[2]
 
     def update(self, batch: TrainBatch, step: int = 0) -> dict[str, float]:
         """`algo.epochs` passes over the episodes, `algo.minibatches` optimizer steps each; the mean of every stat."""
-        owners = self._owners(batch.episodes.agent)
+        groups = self._groups(batch.episodes.agent)
         # A non-finite advantage or return (a broken verifier or reward, say) takes that agent out of this step.
         bad = ~(_finite_rows(batch.advantages) & _finite_rows(batch.returns))
-        skip = set(owners[bad].tolist())
-        keep = torch.tensor([o not in skip for o in owners.tolist()], dtype=torch.bool).nonzero().squeeze(1)
-        batch, owners = batch.rows(keep), owners[keep]
-        if len(owners):
-            orders = [torch.randperm(len(owners), generator=self.generator) for _ in range(self.cfg.epochs)]
+        skip = set(groups[bad].tolist())
+        keep = torch.tensor([g not in skip for g in groups.tolist()], dtype=torch.bool).nonzero().squeeze(1)
+        batch, groups = batch.rows(keep), groups[keep]
+        if len(groups):
+            orders = [torch.randperm(len(groups), generator=self.generator) for _ in range(self.cfg.epochs)]
             minibatches = [mb for order in orders for mb in order.chunk(self.cfg.minibatches)]
         else:  # nothing to train on: a failed update (the schedule counts it) or no episodes at all (no step)
             minibatches = [torch.zeros(0, dtype=torch.long)] * (self.cfg.epochs * self.cfg.minibatches) if skip else []
         totals = [_units(batch.episodes.answer_mask[mb], self.cfg.agg).clamp_min(1) for mb in minibatches]
-        plans = {o: (self._plan(batch, owners, o, minibatches, totals, o in skip), step) for o in self.groups}
-        results: dict[int, OwnerResult] = self.updaters.call("run", plans)
+        plans = {g: self._plan(batch, groups, g, minibatches, totals, g in skip) for g in self.groups}
+        results = self.updaters.run(plans, step)
         stats: Stats = defaultdict(list)
-        for o in self.groups:  # group order: the same means whichever process ran which group
-            for key, values in results[o].stats.items():
+        for g in self.groups:  # group order: the same means whichever process ran which group
+            for key, values in results[g].stats.items():
                 stats[key] += values
         out = {key: sum(v) / len(v) for key, v in stats.items() if v}
-        flags = [results[o].skipped for o in self.groups]
+        flags = [results[g].skipped for g in self.groups]
         out["nonfinite_updates"] = sum(map(sum, flags)) / len(minibatches) if minibatches else 0.0
         out["lr"] = results[next(iter(self.groups))].lr
-        skipped = [o for o in self.groups if any(results[o].skipped)]
+        skipped = [g for g in self.groups if any(results[g].skipped)]
         if skipped:  # printed here: a Ray learner actor's stderr does not reach the user
             names = ", ".join(map(str, skipped))
             print(f"maporl: warning: non-finite loss, gradient or reward; skipped agent(s) {names}", file=sys.stderr)
@@ -293,47 +354,44 @@ class Learner:
         self.updaters.pull(self.policy)
         return out
 
-    def _plan(self, batch, owners, owner, minibatches, totals, skip: bool) -> OwnerPlan:
-        """The owner's rows, and every minibatch as indices into them (order kept: the same micro-batches)."""
-        rows = (owners == owner).nonzero().squeeze(1)
-        local = torch.full((len(owners),), -1, dtype=torch.long)
+    def _plan(self, batch, groups, group, minibatches, totals, skip: bool) -> GroupPlan:
+        """The group's rows, and every minibatch as indices into them (order kept: the same micro-batches)."""
+        rows = (groups == group).nonzero().squeeze(1)
+        local = torch.full((len(groups),), -1, dtype=torch.long)
         local[rows] = torch.arange(len(rows))
-        mine = [local[mb[owners[mb] == owner]] for mb in minibatches]
-        return OwnerPlan(batch.rows(rows), mine, totals, skip)
+        mine = [local[mb[groups[mb] == group]] for mb in minibatches]
+        return GroupPlan(batch.rows(rows), mine, totals, skip)
 
-    def _owners(self, agents: torch.Tensor) -> torch.Tensor:
+    def _groups(self, agents: torch.Tensor) -> torch.Tensor:
         """The parameter group of each row's agent (agents sharing an adapter share a group)."""
-        return torch.tensor([self.owner.get(a, a) for a in agents.tolist()], dtype=torch.long)
+        return torch.tensor([self.group_of.get(a, a) for a in agents.tolist()], dtype=torch.long)
+
+    def snapshot(self) -> LearnerSnapshot:
+        """Everything an update changes, as it is now: what a lost Ray actor's step is rolled back to."""
+        return LearnerSnapshot(self.updaters.snapshot(), self.generator.get_state(), self.consecutive_nonfinite)
+
+    def restore(self, snapshot: LearnerSnapshot) -> None:
+        """Back to `snapshot`: the groups' weights, optimizers and schedules (in the driver's policy too), the
+        minibatch RNG and the non-finite count."""
+        self.updaters.restore(snapshot.updaters)
+        self.updaters.pull(self.policy)
+        self.generator.set_state(snapshot.rng)
+        self.consecutive_nonfinite = snapshot.consecutive_nonfinite
 
     def state_dict(self) -> dict:
         """Every group's optimizer and schedule, the minibatch RNG and the non-finite count (for checkpoints)."""
-        states = self.updaters.call("state_dict", {o: () for o in self.groups})
+        states = self.updaters.state()
         return {
-            "groups": {o: states[o] for o in self.groups},
+            "groups": {g: states[g] for g in self.groups},
             "learner_rng": self.generator.get_state(),
             "consecutive_nonfinite": self.consecutive_nonfinite,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        groups = state["groups"] if "groups" in state else _split_single_optimizer(state, self.groups)
         self.updaters.push(self.policy)
-        self.updaters.call("load_state_dict", {o: (groups[o],) for o in self.groups})
+        self.updaters.load({g: state["groups"][g] for g in self.groups})
         self.generator.set_state(state["learner_rng"])
-        self.consecutive_nonfinite = state.get("consecutive_nonfinite", 0)
-
-
-def _split_single_optimizer(state: dict, groups: dict[int, list]) -> dict[int, dict]:
-    """Checkpoints written before one optimizer per group held one optimizer over every group's parameters, in group
-    order: cut its per-parameter state into the groups' (the schedule is the same for all)."""
-    opt, out, start = state["optimizer"], {}, 0
-    for owner, params in groups.items():
-        index = range(start, start + len(params))
-        param_group = {**opt["param_groups"][0], "params": list(range(len(params)))}
-        per_param = {k - start: v for k, v in opt["state"].items() if k in index}
-        optimizer = {"state": per_param, "param_groups": [param_group]}
-        out[owner] = {"optimizer": optimizer, "scheduler": state["scheduler"]}
-        start += len(params)
-    return out
+        self.consecutive_nonfinite = state["consecutive_nonfinite"]
 
 
 def _units(mask: torch.Tensor, agg: str) -> torch.Tensor:

@@ -7,7 +7,7 @@ same model with adapters switched off, so no second copy of the weights is kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import torch
@@ -16,58 +16,8 @@ from peft import PeftModel
 from torch import nn
 
 from maporl import lora_batch
-from maporl.generation import encode_prompt
-from maporl.records import EpisodeBatch, Transcript
+from maporl.records import EpisodeBatch
 from maporl.team import Team
-
-
-def encode_episodes(
-    tokenizers, transcripts: Sequence[Transcript], episodes: Sequence[tuple[int, int, int]]
-) -> EpisodeBatch:
-    """Token ids of (problem b, agent i, turn t) episodes: the prompt the agent saw, then exactly the tokens it
-    sampled (with the end-of-turn token when it sampled one; a cut-off answer has none). The answer's text is never
-    re-tokenized: decode -> encode does not give the sampled ids back (merges across tokens, normalisation), and a
-    PPO ratio over other tokens than the sampled ones is biased.
-
-    `tokenizers`: one tokenizer for every agent, or a list indexed by agent (heterogeneous teams).
-    """
-    rows, answer_lens, pads = [], [], []
-    for b, i, t in episodes:
-        tokenizer = tokenizers[i] if isinstance(tokenizers, (list, tuple)) else tokenizers
-        answer = transcripts[b].answers[t][i]
-        if not answer.token_ids:
-            raise ValueError(f"agent {i}'s answer at turn {t} has no sampled token ids: train only on fresh rollouts")
-        rows.append(encode_prompt(tokenizer, answer.prompt) + list(answer.token_ids))
-        answer_lens.append(len(answer.token_ids))
-        pads.append(tokenizer.pad_token_id)
-    width = max((len(r) for r in rows), default=1)
-    ids = torch.tensor(pads, dtype=torch.long)[:, None].repeat(1, width) if rows else torch.zeros(0, 1).long()
-    attn = torch.zeros((len(rows), width), dtype=torch.long)
-    answer_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for e, (row, n) in enumerate(zip(rows, answer_lens, strict=True)):
-        ids[e, width - len(row) :] = torch.tensor(row)
-        attn[e, width - len(row) :] = 1
-        answer_mask[e, width - n :] = True
-    index = torch.tensor(episodes, dtype=torch.long).reshape(-1, 3)
-    return EpisodeBatch(
-        ids,
-        attn,
-        answer_mask[:, 1:],
-        index[:, 1],
-        index[:, 2],
-        index[:, 0],
-    )
-
-
-def sampled_logprobs(
-    transcripts: Sequence[Transcript], episodes: Sequence[tuple[int, int, int]], batch: EpisodeBatch
-) -> torch.Tensor:
-    """(E, L-1): the sampler's log-probability of every answer token at the position that scores it (0 elsewhere),
-    for `encode_episodes(..., episodes)`'s rows: the behaviour policy of an off-policy (asynchronous) rollout."""
-    out = torch.zeros(batch.answer_mask.shape)
-    for e, (b, i, t) in enumerate(episodes):
-        out[e, batch.answer_mask[e]] = torch.tensor(transcripts[b].answers[t][i].logprobs, dtype=torch.float32)
-    return out
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor, temperature: float = 1.0, chunk: int = 1024):
@@ -156,6 +106,25 @@ class Policy:
         if self.value_heads is not None:
             params += list(self.value_heads[agent].parameters())
         return params
+
+    def weights(self, agents: list[int] | None = None) -> dict:
+        """The adapters (by (model key, adapter name)) and value heads (by agent) of `agents` (default: all),
+        detached on the CPU: what learner actors and the driver exchange (`load_weights` takes it back)."""
+        agents = list(range(len(self.team.slots))) if agents is None else agents
+        wanted = {(self.team.slots[a].model_key, self.team.slots[a].adapter) for a in agents}
+        adapters = {k: v for k, v in self.team.adapter_states().items() if k in wanted}
+        heads = {}
+        if self.value_heads is not None:
+            heads = {
+                a: {k: v.detach().cpu().clone() for k, v in self.value_heads[a].state_dict().items()} for a in agents
+            }
+        return {"adapters": adapters, "value_heads": heads}
+
+    def load_weights(self, weights: dict) -> None:
+        """Set what `weights` holds (adapters through `Team.load_adapters`, value heads by agent)."""
+        self.team.load_adapters(weights["adapters"])
+        for agent, state in weights["value_heads"].items():
+            self.value_heads[agent].load_state_dict(state)
 
     def _rows_by_model(self, batch: EpisodeBatch, reference: bool) -> list[tuple[str, torch.Tensor, list[str]]]:
         """(model key, its rows, their adapter names) for every model with rows in the batch; each model's rows are

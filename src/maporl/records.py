@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from maporl.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -60,9 +62,9 @@ class Transcript:
 
     @staticmethod
     def from_json(d: dict) -> Transcript:
-        tuples = ("prompt", "token_ids", "logprobs")  # JSON has lists; transcripts written before token ids lack them
+        tuples = ("prompt", "token_ids", "logprobs")  # JSON has lists
         answers = tuple(
-            tuple(Answer(**{**a, **{k: tuple(a[k]) for k in tuples if k in a}}) for a in turn) for turn in d["answers"]
+            tuple(Answer(**{**a, **{k: tuple(a[k]) for k in tuples}}) for a in turn) for turn in d["answers"]
         )
         return Transcript(problem=Problem(**d["problem"]), answers=answers, meta=d.get("meta", {}))
 
@@ -148,3 +150,11 @@ def write_transcripts(path: Path, transcripts: Iterable[Transcript]) -> None:
     with path.open("w") as f:
         for tr in transcripts:
             f.write(json.dumps(tr.to_json()) + "\n")
+
+
+def read_transcripts(path: Path) -> list[Transcript]:
+    """What `write_transcripts` wrote; a file in another format is a one-line error naming it."""
+    try:
+        return [Transcript.from_json(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UsageError(f"{path} is not a transcripts file this version of maporl reads ({e!r})") from None

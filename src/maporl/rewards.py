@@ -34,6 +34,7 @@ Two conventions. `paper` is exactly the rules above. `official` reproduces the r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -251,9 +252,22 @@ def maporl_rewards(
     return r_inf + incentives(correct, alpha, beta, convention).to(r_inf)
 
 
-def step_rewards(
-    raw: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, cfg: RewardConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class StepRewards:
+    """A step's rewards in their two parts, (B, N, T) each. Where the bonus enters (in the reward, or after a group
+    baseline) is `advantages.compute_advantages`'s decision alone; `total` is the reward R the paper writes."""
+
+    influence: torch.Tensor  # R_inf, from the verifier scores (validity penalty applied)
+    bonus: torch.Tensor  # the corrective + persuasive incentive, in the dtype of `influence`
+    correct: torch.Tensor  # the correctness the incentives read
+
+    @property
+    def total(self) -> torch.Tensor:
+        """R = R_inf + incentive (`maporl_rewards`)."""
+        return self.influence + self.bonus
+
+
+def step_rewards(raw: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, cfg: RewardConfig) -> StepRewards:
     """A training step's rewards from its verifier scores, as `reward.*` says.
 
     Args:
@@ -264,11 +278,11 @@ def step_rewards(
             the ground truth; `verifier`: the verifier's score thresholded at 0.5).
 
     Returns:
-        (rewards (B, N, T), the correctness the incentives read (B, N, T)).
+        The influence reward, the incentive bonus and the correctness the bonus was read from.
     """
     scores = apply_validity_penalty(raw, valid, cfg.invalid_penalty)
     correct = labels if cfg.incentive_source == "label" else (raw >= 0.5).to(raw.dtype)
-    rewards = maporl_rewards(
-        scores, correct, gamma=cfg.gamma, alpha=cfg.alpha, beta=cfg.beta, convention=cfg.convention
-    )
-    return rewards, correct
+    _check_convention(cfg.convention)
+    influence = influence_reward(scores, cfg.gamma)
+    bonus = incentives(correct, cfg.alpha, cfg.beta, cfg.convention).to(influence)
+    return StepRewards(influence, bonus, correct)

@@ -1,4 +1,4 @@
-"""Assemble a team of agents (models, tokenizers, adapter slots) and its generator from the config.
+"""Assemble a team of agents (models, tokenizers, adapter slots) from the config.
 
 Adapter layouts (`discussion.adapters`):
 - per_agent: one base model with one LoRA adapter per agent (default; peft batches rows of different adapters);
@@ -11,19 +11,16 @@ tokenizer, and give every agent its own adapter on its model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from maporl import lora_batch
 from maporl.config import Config
-from maporl.errors import UsageError, did_you_mean
-from maporl.generation import Generator
-from maporl.generation.hf import HFGenerator
+from maporl.errors import UsageError
 from maporl.models import load_model, load_tokenizer, resolve_model_dir
 from maporl.records import AgentSlot
 
@@ -56,6 +53,12 @@ class Team:
             }
             for key, name in self.adapters()
         }
+
+    def load_adapters(self, states: dict[tuple[str, str], dict[str, torch.Tensor]]) -> None:
+        """Set adapters from LoRA tensors by (model key, adapter name), as `adapter_states` gives them: the one way
+        weights enter a team (checkpoints, learner actors, rollout workers)."""
+        for (key, name), state in states.items():
+            set_peft_model_state_dict(self.models[key], state, adapter_name=name)
 
     def untrained(self) -> Team:
         """The same models with every adapter switched off (peft's "__base__" rows): the base team."""
@@ -116,15 +119,26 @@ def team_of(cfg: Config, base: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     return Team({"base": model}, {"base": tokenizer}, slots)
 
 
+# The shared-seat rule. A run trained with one shared adapter is evaluated with it, and an agent trained alone (a run
+# of one agent) sits in every seat of a larger team, as one adapter shared by all: `team_config` lays the team out so,
+# and `saved_adapter` finds the file that fills the shared slot.
+
+
 def team_config(cfg: Config, run_cfg: dict | None) -> Config:
-    """The config to build a trained run's team with: a run trained with one shared adapter is evaluated with it, and
-    an agent trained alone (a run of one agent) sits in every seat of a larger team, as one adapter shared by all
-    (`checkpoint.load_weights` puts its adapter there)."""
+    """The config to build a trained run's team with (the shared-seat rule above)."""
     trained = (run_cfg or {}).get("discussion", {})
     alone = trained.get("num_agents") == 1 and cfg.discussion.num_agents > 1
     if alone or (trained.get("adapters") == "shared" and cfg.discussion.adapters == "per_agent"):
         return dataclasses.replace(cfg, discussion=dataclasses.replace(cfg.discussion, adapters="shared"))
     return cfg
+
+
+def saved_adapter(name: str, saved: list[str]) -> str | None:
+    """Which of the `saved` adapter names fills the team's adapter slot `name`: its own, or, for the shared slot of
+    a team built by `team_config` from a run of one agent, that agent's one adapter; None when none does."""
+    if name in saved:
+        return name
+    return saved[0] if name == "shared" and len(saved) == 1 else None
 
 
 def _heterogeneous(cfg: Config, with_adapters: bool) -> Team:
@@ -139,30 +153,3 @@ def _heterogeneous(cfg: Config, with_adapters: bool) -> Team:
         tokenizers[key] = load_tokenizer(Path(path))
     slots = [AgentSlot(keys[path], f"agent{i}" if with_adapters else None) for i, path in enumerate(paths)]
     return Team(models, tokenizers, slots)
-
-
-def hf_generator(cfg: Config, team: Team) -> Generator:
-    g = cfg.generation
-    return HFGenerator(
-        team.models, team.tokenizers, team.slots, g.temperature, g.max_new_tokens, g.batch_size, g.merge_adapters
-    )
-
-
-def vllm_generator(cfg: Config, team: Team) -> Generator:
-    from maporl.generation.vllm import VLLMGenerator
-
-    return VLLMGenerator(cfg, team)
-
-
-# Generation backends, by name; the discussion code never changes.
-GENERATORS: dict[str, Callable[[Config, Team], Generator]] = {"hf": hf_generator, "vllm": vllm_generator}
-
-
-def build_generator(cfg: Config, team: Team | None = None) -> Generator:
-    """The `generation.backend` generator over `team` (default: the untrained team, every agent the bare base)."""
-    if cfg.generation.backend not in GENERATORS:
-        hint = did_you_mean(cfg.generation.backend, list(GENERATORS))
-        raise UsageError(
-            f"generation.backend={cfg.generation.backend!r} is unknown{hint}; use one of {list(GENERATORS)}"
-        )
-    return GENERATORS[cfg.generation.backend](cfg, team or build_team(cfg, with_adapters=False))

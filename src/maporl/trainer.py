@@ -4,9 +4,10 @@
         problems    <- task.sample(train split)                     # each discussed K = rollouts_per_problem times
         transcripts <- discussion.run(agents, problems)             # N agents x T turns
         scores      <- verifier(transcripts)                        # (B, N, T) in [0, 1]; invalid -> penalty
-        rewards     <- step_rewards(scores, labels)                 # influence-aware + corrective/persuasive terms
+        rewards     <- step_rewards(scores, labels)                 # influence reward + corrective/persuasive bonus
         log π_old, V_old, log π_ref <- the policies, no gradients   # what the update compares against
-        advantages, returns <- compute_advantages(rewards, ...)     # GAE on value heads (ppo) | group baselines
+        advantages, returns <- compute_advantages(rewards, ...)     # GAE on value heads (ppo) | group baselines;
+                                                                    # it alone places the bonus
         update every trained agent                                  # clipped surrogate (+ value loss, KL)
         log; every k steps: evaluate, checkpoint
 
@@ -21,7 +22,6 @@ whose final answers are all right are kept, and every trained answer in them get
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -30,23 +30,35 @@ from pathlib import Path
 
 import torch
 
-from maporl import checkpoint, discussion, faults
+from maporl import checkpoint, faults
 from maporl.advantages import compute_advantages
 from maporl.config import Config, save_config, to_dict
-from maporl.errors import UsageError, WorkerLost
+from maporl.distributed.backend import backends_for, discussing_here, redo_once
+from maporl.episodes import encode_episodes, sampled_logprobs
+from maporl.errors import UsageError
 from maporl.evaluate import evaluate_team
-from maporl.generation import Generator
-from maporl.learner import Learner, Updaters
-from maporl.policy import encode_episodes, policy_for, sampled_logprobs
-from maporl.records import TrainBatch, answer_grid, write_transcripts
-from maporl.rewards import incentive_counts, incentives, step_rewards
+from maporl.generation.registry import build_generator
+from maporl.learner import Learner
+from maporl.policy import policy_for
+from maporl.records import TrainBatch, Transcript, answer_grid, write_transcripts
+from maporl.rewards import StepRewards, incentive_counts, step_rewards
 from maporl.study.incentives import incentive_advantage_stats
 from maporl.tasks import get_task
-from maporl.team import build_generator, build_team
+from maporl.team import build_team
 from maporl.tracking import Tracker
 from maporl.utils import progress, seed_everything
-from maporl.verifiers import build_verifier
-from maporl.verifiers.label import LabelVerifier
+
+
+@dataclass(frozen=True)
+class StepOutputs:
+    """What one step's rollout and update leave for its metrics row and transcripts."""
+
+    transcripts: list[Transcript]  # B discussions, each problem's K rollouts consecutive
+    labels: torch.Tensor  # (B, N, T) ground-truth correctness
+    valid: torch.Tensor  # (B, N, T) bool: the answer had a parseable final answer
+    rewards: StepRewards
+    kept: torch.Tensor  # (B,) bool: the discussions trained on (naive SFT keeps the all-right ones)
+    stats: dict[str, float]  # the learner's
 
 
 def step_problems(cfg: Config, task, step: int):
@@ -74,29 +86,30 @@ def train(
     """Co-train the team `cfg` describes (or `team`, one built in code, with adapters: backend=local only) and
     write the run to `run_dir`; returns the last checkpoint, the final evaluation, the steps done and the minutes."""
     seed_everything(cfg.seed)
+    run_dir = Path(run_dir)
     task, n, turns = get_task(cfg.task.name), cfg.discussion.num_agents, cfg.discussion.turns
     if team is not None and cfg.backend != "local":
         raise UsageError("a team built in code trains in this process only: use backend=local")
     team = team or build_team(cfg, with_adapters=True)
     policy = policy_for(cfg, team)
     if cfg.train.init_from:  # before the backends copy the weights out; a resumed checkpoint overrides it below
-        checkpoint.load_weights(_init_checkpoint(cfg.train.init_from), policy)
+        checkpoint.load_policy(_init_checkpoint(cfg.train.init_from), policy)
     agents = list(cfg.train.agents) or list(range(n))
     # The generator samples from the trained policies; `discuss` runs a step's discussions and the updaters update
     # the agents (with backend=ray: sharded over rollout worker actors, and one learner actor per adapter).
-    backends = _backends(cfg, team, task, policy, agents)
+    backends = backends_for(cfg, team, task, policy, agents)
     generator, discuss, verifier, labeler = backends.generator, backends.discuss, backends.verifier, backends.labeler
     sft = cfg.algo.name == "sft"
     rollout_generator = build_generator(cfg, team.untrained()) if sft else generator
     if sft:  # naive SFT samples the untrained team (backend=local only, config.py checks)
-        discuss = _discussing_here(cfg, task, rollout_generator)
+        discuss = discussing_here(cfg, task, rollout_generator)
     learner = Learner(policy, cfg.algo, agents, cfg.train.max_steps, cfg.seed, backends.updaters)
     recovery = backends.recovery(learner, team)
     slots = [(i, t) for i in agents for t in (cfg.train.turns or range(turns))]
     tokenizers = [team.tokenizer(i) for i in range(n)]
     start_step = 0
     if resume and (ckpt := checkpoint.latest(run_dir)) is not None:
-        checkpoint.load_weights(ckpt, policy)
+        checkpoint.load_policy(ckpt, policy)
         start_step = checkpoint.load_trainer_state(ckpt, learner)
     # Weights version k + 1 after k updates, resumed or not: the transcripts of a resumed run are the uninterrupted's.
     generator.sync(team, start_step + 1)
@@ -113,21 +126,10 @@ def train(
         extra = {"minutes": _minutes(started)}
         return checkpoint.save_checkpoint(run_dir, step, policy, learner, extra, cfg.train.keep_last)
 
-    cuda = policy.device.type == "cuda"
-
-    @contextmanager
-    def timed(phase: str):
-        if cuda:  # each phase's own peak: generation's KV cache and the update's activations are not held together
-            torch.cuda.reset_peak_memory_stats(policy.device)
-        t0 = time.time()
-        yield
-        timings[f"time/{phase}"] = time.time() - t0
-        if cuda:
-            timings[f"memory/{phase}_peak_gib"] = torch.cuda.max_memory_allocated(policy.device) / 2**30
-
+    timed = _phase_timer(policy.device, timings)
     ahead: dict[int, Callable] = {}  # train.async_rollout: a step's discussions, started before the update before it
 
-    def rollout_and_update(step: int):
+    def rollout_and_update(step: int) -> StepOutputs:
         """One step up to and including the update and the weight sync (what a lost Ray actor makes us redo)."""
         with timed("generation"):
             problems, rollouts = step_problems(cfg, task, step)
@@ -142,7 +144,7 @@ def train(
             labels = labeler.score(transcripts)  # ground truth: 1.0 where the answer is correct
             raw = labels if verifier is labeler else verifier.score(transcripts)  # (B, N, T) in [0, 1]
             valid = answer_grid(transcripts, lambda pairs: [a.parsed is not None for _, a in pairs]).bool()
-            rewards, correct = step_rewards(raw, labels, valid, cfg.reward)
+            rewards = step_rewards(raw, labels, valid, cfg.reward)
         with timed("update"):
             # Naive SFT keeps the discussions whose final answers are all right; RL trains on every discussion.
             kept = labels[:, :, -1].bool().all(dim=1) if sft else labels.new_ones(len(transcripts)).bool()
@@ -151,13 +153,12 @@ def train(
             old_logp, old_values, ref_logp = learner.old_policy(batch, behaviour_logp=not cfg.train.async_rollout)
             if cfg.train.async_rollout:  # the behaviour policy: the sampler's, one update behind the learners'
                 old_logp = sampled_logprobs(transcripts, episodes, batch)
-            bonus = None  # the incentive part of the rewards: read only when it enters after the baseline
-            if cfg.algo.incentive_placement == "advantage":
-                bonus = incentives(correct, cfg.reward.alpha, cfg.reward.beta, cfg.reward.convention).to(rewards)
-            advantages, returns = compute_advantages(cfg.algo, rewards, batch, old_logp, old_values, ref_logp, bonus)
+            advantages, returns = compute_advantages(
+                cfg.algo, rewards.influence, batch, old_logp, old_values, ref_logp, rewards.bonus
+            )
             stats = learner.update(TrainBatch(batch, advantages, returns, old_logp, old_values, ref_logp), step + 1)
             generator.sync(team)
-        return transcripts, labels, valid, rewards, correct, kept, stats
+        return StepOutputs(transcripts, labels, valid, rewards, kept, stats)
 
     def recover():
         """After a lost Ray actor: restart it, roll the step back; the redone step samples its own discussions."""
@@ -170,29 +171,13 @@ def train(
             if cfg.train.minutes and time.time() - started > 60 * cfg.train.minutes:
                 break
             recovery.begin()
-            out = _redo_once(rollout_and_update, step, recover, save, run_dir)
-            transcripts, labels, valid, rewards, correct, kept, stats = out
-
-            step_time = sum(v for k, v in timings.items() if k.startswith("time/"))
-            row = {"step": step + 1, **timings, "time/step": step_time, **stats}
-            row["reward/mean"] = rewards.mean().item()
-            for i in range(n):
-                for t in range(turns):
-                    row[f"reward/agent{i}/turn{t}"] = rewards[:, i, t].mean().item()
-            row |= {f"train/acc/turn{t}": labels[:, :, t].mean().item() for t in range(turns)}
-            # Drift into over-long or unparseable answers shows here long before accuracy collapses.
-            answers = [a for tr in transcripts for turn in tr.answers for a in turn]
-            row["train/truncated_rate"] = sum(a.truncated for a in answers) / len(answers)
-            row["train/invalid_rate"] = 1.0 - valid.float().mean().item()
-            row |= {f"incentive/{k}": v for k, v in incentive_counts(correct, cfg.reward.convention).items()}
-            row |= incentive_advantage_stats(cfg.algo, cfg.reward, rewards, correct)  # what survives the baseline
-            if sft:
-                row["sft/kept_fraction"] = kept.float().mean().item()
+            out = redo_once(rollout_and_update, step, recover, save, run_dir)
+            row = _metrics_row(cfg, step + 1, out, timings)
             tracker.log(row)
             accs = "→".join(f"{row[f'train/acc/turn{t}']:.0%}" for t in range(turns))
             bar.advance(f"reward {row['reward/mean']:.2f} acc {accs} {row['time/step']:.1f}s/step")
             if cfg.train.transcripts_every and (step + 1) % cfg.train.transcripts_every == 0:
-                write_transcripts(run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl", transcripts[:32])
+                write_transcripts(run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl", out.transcripts[:32])
             if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
                 _evaluate(cfg, task, generator, step + 1, tracker)
             if cfg.train.checkpoint_every and (step + 1) % cfg.train.checkpoint_every == 0:
@@ -209,78 +194,43 @@ def train(
     return {"checkpoint": ckpt, "eval": metrics, "steps": done, "minutes": _minutes(started)}
 
 
-@dataclass(frozen=True)
-class _Backends:
-    generator: Generator
-    discuss: Callable  # (problems, step) -> the step's transcripts
-    verifier: object  # .score(transcripts) -> (B, N, T) scores
-    labeler: LabelVerifier  # ground truth
-    updaters: Updaters | None  # None: the learner's own, in this process
-    recovery: Callable  # (learner, team) -> what restarts lost actors and rolls a step back (nothing in-process)
-    start: Callable | None = None  # (problems, step) -> a call that waits for their transcripts (Ray only)
+def _metrics_row(cfg: Config, step: int, out: StepOutputs, timings: dict) -> dict:
+    """The step's row of metrics.jsonl (docs/metrics.md)."""
+    n, turns = cfg.discussion.num_agents, cfg.discussion.turns
+    total = out.rewards.total
+    step_time = sum(v for k, v in timings.items() if k.startswith("time/"))
+    row = {"step": step, **timings, "time/step": step_time, **out.stats}
+    row["reward/mean"] = total.mean().item()
+    for i in range(n):
+        for t in range(turns):
+            row[f"reward/agent{i}/turn{t}"] = total[:, i, t].mean().item()
+    row |= {f"train/acc/turn{t}": out.labels[:, :, t].mean().item() for t in range(turns)}
+    # Drift into over-long or unparseable answers shows here long before accuracy collapses.
+    answers = [a for tr in out.transcripts for turn in tr.answers for a in turn]
+    row["train/truncated_rate"] = sum(a.truncated for a in answers) / len(answers)
+    row["train/invalid_rate"] = 1.0 - out.valid.float().mean().item()
+    row |= {f"incentive/{k}": v for k, v in incentive_counts(out.rewards.correct, cfg.reward.convention).items()}
+    row |= incentive_advantage_stats(cfg.algo, out.rewards, cfg.reward.convention)  # what survives the baseline
+    if cfg.algo.name == "sft":
+        row["sft/kept_fraction"] = out.kept.float().mean().item()
+    return row
 
 
-def _backends(cfg: Config, team, task, policy, agents: list[int]) -> _Backends:
-    """In this process, or as Ray actors wrapping the same objects."""
-    labeler = LabelVerifier(task)
-    if cfg.backend == "ray":
-        from maporl.distributed.learners import RayRecovery, ray_backends
+def _phase_timer(device: torch.device, timings: dict):
+    """`with timed(phase):` records the phase's seconds (and, on CUDA, its own peak memory) in `timings`."""
+    cuda = device.type == "cuda"
 
-        pool, verifier, updaters = ray_backends(cfg, policy, agents)
+    @contextmanager
+    def timed(phase: str):
+        if cuda:  # each phase's own peak: generation's KV cache and the update's activations are not held together
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.time()
+        yield
+        timings[f"time/{phase}"] = time.time() - t0
+        if cuda:
+            timings[f"memory/{phase}_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
 
-        def discuss_on_workers(problems, step: int):
-            return pool.discuss(problems, cfg.task.name, cfg.discussion, cfg.seed, step)
-
-        def recovery(learner, team):
-            return RayRecovery(pool, verifier, learner, team)
-
-        def start(problems, step: int):
-            calls = pool.start(problems, cfg.task.name, cfg.discussion, cfg.seed, step)
-            return lambda: pool.finish(calls)
-
-        return _Backends(pool, discuss_on_workers, verifier, labeler, updaters, recovery, start)
-    verifier = labeler if cfg.verifier.kind == "label" else build_verifier(cfg, task)
-    generator = build_generator(cfg, team)
-    return _Backends(generator, _discussing_here(cfg, task, generator), verifier, labeler, None, _NoRecovery)
-
-
-class _NoRecovery:
-    """In one process nothing is lost without losing the run: the step is never redone."""
-
-    def __init__(self, learner, team):
-        pass
-
-    def begin(self) -> None:
-        pass
-
-    def recover(self) -> None:
-        pass
-
-
-def _redo_once(rollout_and_update: Callable, step: int, recover: Callable, save: Callable, run_dir: Path):
-    """`rollout_and_update(step)`; when a Ray actor is lost in it, restart it, roll the step back and redo it once. A
-    second loss stops the run with a checkpoint of the steps done, from which --resume continues exactly."""
-    try:
-        return rollout_and_update(step)
-    except WorkerLost as lost:
-        print(f"maporl: warning: {lost} in step {step + 1}; restarting it and redoing the step", file=sys.stderr)
-        recover()
-    try:
-        return rollout_and_update(step)
-    except WorkerLost as lost:
-        recover()
-        ckpt = save(step)
-        raise UsageError(
-            f"{lost} again in step {step + 1}; stopped with checkpoint {ckpt}: "
-            f"continue with `maporl train --resume {run_dir}`"
-        ) from None
-
-
-def _discussing_here(cfg: Config, task, generator):
-    def discuss(problems, step: int):
-        return discussion.run(problems, task, generator, cfg.discussion, cfg.seed, step)
-
-    return discuss
+    return timed
 
 
 def _check_fresh(transcripts, version: int) -> None:

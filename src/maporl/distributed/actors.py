@@ -135,7 +135,8 @@ class _GeneratorWorker:
     def __init__(self, cfg):
         import torch
 
-        from maporl.team import build_generator, build_team
+        from maporl.generation.registry import build_generator
+        from maporl.team import build_team
 
         torch.set_num_threads(threads(cfg))
         self.team = build_team(cfg, with_adapters=True)
@@ -157,10 +158,7 @@ class _GeneratorWorker:
     def load_adapters(self, states: dict, version: int) -> None:
         """The learners' adapters into this worker's team, then into its generator under `version` (a vLLM engine
         gets them written out under new LoRA ids; HF generation samples from the team itself)."""
-        from peft import set_peft_model_state_dict
-
-        for (key, name), state in states.items():
-            set_peft_model_state_dict(self.team.models[key], state, adapter_name=name)
+        self.team.load_adapters(states)
         self.generator.sync(self.team, version)
 
     def sleep(self) -> None:

@@ -1,5 +1,5 @@
 """The generation protocol: requests in, typed completions out. Backends (hf.py, vllm.py, Ray) implement it and
-`team.GENERATORS` picks one by `generation.backend`."""
+`registry.GENERATORS` picks one by `generation.backend`."""
 
 from __future__ import annotations
 

@@ -17,42 +17,40 @@ statistics, logged every step as `incentive_adv/...`, say how much is left (docs
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from maporl.advantages import GROUP_ESTIMATORS, group_advantages, group_mean, step_group_ids
-from maporl.config import AlgoConfig, RewardConfig
-from maporl.rewards import incentive_events, incentives
+from maporl.config import AlgoConfig
+from maporl.rewards import Convention, StepRewards, incentive_events
 
 
 @torch.no_grad()
-def incentive_advantage_stats(algo: AlgoConfig, reward: RewardConfig, rewards: Tensor, correct: Tensor) -> dict:
+def incentive_advantage_stats(algo: AlgoConfig, rewards: StepRewards, convention: Convention = "paper") -> dict:
     """The `incentive_adv/...` statistics of one step (see the module docstring).
 
     Args:
-        algo: name, group_by, rollouts_per_problem.
-        reward: alpha, beta, convention (the incentive weights the rewards were made with).
-        rewards: (B, N, T) MAPoRL rewards, incentives included.
-        correct: (B, N, T) the correctness the incentives read.
+        algo: name, group_by, rollouts_per_problem, incentive_placement.
+        rewards: the step's influence reward, incentive bonus and the correctness the bonus was read from.
+        convention: the incentives' convention (`reward.convention`), which says where each event fires.
 
     Returns:
         {metric name: value}; empty for ppo and sft, and when no incentive fired this step.
     """
     if algo.name not in GROUP_ESTIMATORS:
         return {}
-    bonus = incentives(correct, reward.alpha, reward.beta, reward.convention).to(rewards)
+    bonus = rewards.bonus
     has = bonus != 0
     if not has.any():
         return {}
     after = algo.incentive_placement == "advantage"  # then nothing is subtracted from the bonus: all of it is kept
-    full = group_advantages(algo, rewards, bonus)  # with incentive_placement=advantage: A(R − bonus) + bonus
-    delta = full - group_advantages(algo, rewards - bonus, torch.zeros_like(bonus))
-    mean_bonus = group_mean(bonus.reshape(-1), step_group_ids(algo, rewards.shape)).reshape(rewards.shape)
+    full = group_advantages(algo, rewards.influence, bonus)  # where compute_advantages puts the bonus
+    delta = full - group_advantages(algo, rewards.influence)
+    mean_bonus = group_mean(bonus.reshape(-1), step_group_ids(algo, bonus.shape)).reshape(bonus.shape)
     out = {
         "incentive_adv/bonus_abs": bonus.abs().mean().item(),
         "incentive_adv/kept": 1.0 if after else ((bonus - mean_bonus)[has] / bonus[has]).mean().item(),
         "incentive_adv/abs_share": (delta.abs().mean() / full.abs().mean().clamp(min=1e-12)).item(),
     }
-    for key, fired in incentive_events(correct, reward.convention).items():
+    for key, fired in incentive_events(rewards.correct, convention).items():
         if fired.any():
             out[f"incentive_adv/{key}"] = delta[fired].mean().item()
     return out

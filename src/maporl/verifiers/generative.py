@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from maporl.errors import UsageError
 from maporl.tasks.base import extract_number_answer, last_answer_word
 from maporl.verifiers.base import ProbabilityVerifier, positions_from_mask
 from maporl.verifiers.calibration import Calibration
@@ -223,15 +224,17 @@ class GenerativeVerifier(ProbabilityVerifier):
 
         path = Path(path).expanduser()
         meta = json.loads((path / META_FILE).read_text())
+        try:
+            self.calibration = Calibration.from_dict(meta["calibration"])
+            self.max_new_tokens, self.samples = int(meta["max_new_tokens"]), int(meta["samples"])
+            self.score_kind = meta["score"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(
+                f"{path / META_FILE} is not a verifier this version of maporl reads ({e!r}); train it again with "
+                "`maporl verifier train`"
+            ) from None
         self.model, self.tokenizer = load_base(str(path), device=device)
         self.model.eval()
-        if "calibration" in meta:
-            self.calibration = Calibration.from_dict(meta["calibration"])
-        else:  # directories written before: Platt scaling of their one score (with no bias before that existed)
-            self.calibration = Calibration.platt(float(meta.get("temperature", 1.0)), float(meta.get("bias", 0.0)))
-        self.max_new_tokens = int(meta.get("max_new_tokens", 64))
-        self.samples = int(meta.get("samples", 1))
-        self.score_kind = meta.get("score", "verdict")  # directories written before the `answer` score
         self.task, self.device, self.batch_size = task, device, batch_size
 
     def probabilities(self, pairs: Sequence[tuple[str, str]]) -> list[float]:

@@ -71,7 +71,7 @@ def solve_metrics(rows: list[dict], written: list[str], probs: list[float]) -> d
     scores compare the response's answer with the verifier's own, so the second AUC shows what a wrong own
     solution costs."""
     truth = [extract_number_answer(r.get("solution") or "") for r in rows]
-    if None in truth:  # data written before rows carried the worked solution
+    if None in truth:  # rows without a worked solution (data made elsewhere): nothing to compare with
         return {}
     solved = [extract_number_answer(text.split(PROPOSED)[0]) == t for t, text in zip(truth, written, strict=True)]
 
