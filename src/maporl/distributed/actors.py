@@ -1,5 +1,5 @@
 """`backend=ray`: rollout workers and the verifier as Ray actors around the same objects as in-process (the learner
-actors are in ray_learners.py).
+actors are in learners.py).
 
 The driver loop does not change: `trainer.train` asks its rollout function for a step's discussions, its generator
 for evaluation answers and its verifier for scores. Here the discussions are sharded over `ray.rollout_workers`
