@@ -69,6 +69,8 @@ def test_an_unknown_config_name_lists_the_shipped_recipes(tmp_path, monkeypatch)
         ("run_name=a/b", "without '/'"),
         ("train.async_rollout=true", "it needs backend=ray"),
         ("ray.gpus_per_learner=-1", "ray.gpus_per_learner >= 0"),
+        ("generation.merge_adapters=sometimes", "choose one of: auto, always, never"),
+        ("generation.backend=vlm", "(did you mean 'vllm'?); choose one of: hf, vllm"),
     ],
 )
 def test_bad_values_give_one_line_fix_it_errors(override, expected):
@@ -92,11 +94,56 @@ def test_bad_files(tmp_path):
 
 
 def test_every_field_has_help():
-    rows = keys()
+    from maporl.study.settings import study_keys
+
+    rows = [*keys(), *study_keys()]
     assert len(rows) > 10
     assert all(help_text for _, _, help_text in rows)
     names = {key for key, _, _ in rows}
     assert {"verifier_train.lr", "reproduce.seeds", "train.report_to"} <= names  # every command's settings
+
+
+def test_a_run_config_carries_no_reproduce_settings():
+    """`maporl reproduce`'s settings are the study's, not a training run's: not in the saved config.yaml, refused in
+    a run's overrides."""
+    assert "reproduce" not in dump_yaml(Config())
+    with pytest.raises(UsageError, match="unknown config key 'reproduce'"):
+        load_config(None, ["reproduce.budget_min=3"])
+
+
+def test_reproduce_settings_from_the_same_yaml_and_overrides(tmp_path):
+    from maporl.study.settings import load_study
+
+    run = tmp_path / "run.yaml"
+    run.write_text("discussion:\n  turns: 2\n")
+    path = tmp_path / "study.yaml"
+    path.write_text(run.read_text() + "reproduce:\n  budget_min: 30\n  seeds: [0, 1]\n")
+    cfg, study = load_study(path, ["reproduce.methods=[untrained,maporl]", "discussion.num_agents=2"])
+    assert cfg == load_config(run, ["discussion.num_agents=2"]) and cfg.discussion.turns == 2
+    assert (study.budget_min, study.seeds, study.methods) == (30.0, (0, 1), ("untrained", "maporl"))
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "reproduce.methods=[maporl,mapor_wide]",
+            "reproduce.methods='mapor_wide' is not allowed (did you mean 'maporl_wide'?); choose one of: untrained,",
+        ),
+        ("reproduce.budget_min=0", "reproduce.budget_min must be > 0 minutes, e.g. --budget-min 5"),
+        ("reproduce.seeds=[]", "reproduce.seeds must name at least one seed"),
+        ("reproduce.solo_warmup_share=1", "reproduce.solo_warmup_share must be between 0 and 1"),
+        ("reproduce.budget_mins=3", "did you mean 'budget_min'"),
+        ("reproduce=3", "'reproduce' is a section"),
+        ("reproduce.seeds=x", "reproduce.seeds must be a list"),
+    ],
+)
+def test_bad_reproduce_settings_give_one_line_fix_it_errors(override, expected):
+    from maporl.study.settings import load_study
+
+    with pytest.raises(UsageError) as e:
+        load_study(None, [override])
+    assert expected in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("name", ["paper_gsm8k", "paper_anli", "paper_gsm8k.yaml", "configs/paper_gsm8k.yaml"])

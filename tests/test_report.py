@@ -120,9 +120,9 @@ def test_reproduce_end_to_end(tmp_path, tiny_model_dir, capsys):
     ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    from maporl.study.reproduce import METHODS
+    from maporl.study.arms import DEFAULT_ARMS
 
-    methods = list(METHODS)  # the default comparison: all six, in the table's order
+    methods = list(DEFAULT_ARMS)  # the default comparison: all six, in the table's order
     assert len(methods) == 6 and list(results["methods"]) == methods
     for m in methods:
         for key in ("train_task", "transfer_task"):

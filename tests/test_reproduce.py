@@ -9,6 +9,8 @@ import pytest
 from conftest import tiny_cfg
 
 from maporl.config import load_config
+from maporl.study.arms import ARMS, DEFAULT_ARMS
+from maporl.study.settings import load_study
 
 
 def test_summarize_over_seeds_by_hand():
@@ -50,7 +52,7 @@ def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
 
     cut_off = {"on": True}
 
-    def fake_train(method, cfg, run_dir, quiet, steps=0):
+    def fake_train(method, cfg, run_dir, quiet, steps=0, solo_share=0.0):
         if method == "maporl" and cut_off["on"]:
             raise UsageError("cut off")  # stands in for an interruption mid-training
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -59,9 +61,9 @@ def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
 
     _fake_runs(monkeypatch, fake_train, {"untrained": 0.4, "single_agent_rl": 0.6})
     methods = ("untrained", "single_agent_rl", "maporl")
-    cfg = load_config(None, ["reproduce.budget_min=1", "reproduce.methods=[untrained,single_agent_rl,maporl]"])
+    cfg = load_study(None, ["reproduce.budget_min=1", "reproduce.methods=[untrained,single_agent_rl,maporl]"])
     with pytest.raises(UsageError, match="cut off"):
-        rep.reproduce(cfg, tmp_path, quiet=True)
+        rep.reproduce(*cfg, tmp_path, quiet=True)
     partial = json.loads((tmp_path / "results.json").read_text())
     assert partial["seeds_done"] == {"untrained": 1, "single_agent_rl": 1}
     assert list(partial["methods"]) == ["untrained", "single_agent_rl"]
@@ -69,7 +71,7 @@ def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
     table = (tmp_path / "results.md").read_text()
     assert "Partial" in table and "untrained 1, single_agent_rl 1" in table and "| maporl |" not in table
     cut_off["on"] = False
-    final = rep.reproduce(cfg, tmp_path, resume=True, quiet=True)
+    final = rep.reproduce(*cfg, tmp_path, resume=True, quiet=True)
     assert "seeds_done" not in final and list(final["methods"]) == list(methods)
     table = (tmp_path / "results.md").read_text()
     assert "Partial" not in table
@@ -84,17 +86,17 @@ def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monke
 
     trained, order = {}, []
 
-    def fake_train(method, cfg, run_dir, quiet, steps=0):
-        train_cfg = load_config(None, [*rep.TRAINING_OVERRIDES.get(method, [])])
+    def fake_train(method, cfg, run_dir, quiet, steps=0, solo_share=0.0):
+        train_cfg = load_config(None, ARMS[method].overrides)
         trained[method] = (train_cfg.reward.alpha, train_cfg.reward.beta, train_cfg.algo.incentive_placement)
         order.append((method, steps))
         _metrics(run_dir, [1.0] * (5 if method == "maporl_no_incentives" else steps))
         return None, cfg
 
     _fake_runs(monkeypatch, fake_train, {})
-    assert not set(rep.BY_NAME) & set(rep.METHODS)  # the default comparison leaves them out
+    assert not {"maporl_alpha1_only", "maporl_beta0_only"} & set(DEFAULT_ARMS)  # not in the default comparison
     named = "[maporl_beta0_only,maporl_no_incentives,maporl_alpha1_only,maporl_alpha1_after_baseline]"
-    results = rep.reproduce(load_config(None, [f"reproduce.methods={named}"]), tmp_path, quiet=True)
+    results = rep.reproduce(*load_study(None, [f"reproduce.methods={named}"]), tmp_path, quiet=True)
     assert trained == {
         "maporl_no_incentives": ((0.0, 0.0), (0.0, 0.0), "reward"),
         "maporl_alpha1_only": ((0.0, 2.0), (0.0, 0.0), "reward"),
@@ -119,16 +121,16 @@ def test_resume_accepts_a_comparison_saved_before_a_setting_existed(tmp_path):
 
     from maporl.study import reproduce as rep
 
-    cfg = load_config(None, ["reproduce.budget_min=1"])
+    cfg = load_study(None, ["reproduce.budget_min=1"])
     saved = tmp_path / "config.yaml"
-    older = yaml.safe_load(rep._settings(cfg))
+    older = yaml.safe_load(rep._settings(*cfg))
     del older["ray"]  # as written before the ray section existed
     saved.write_text(yaml.safe_dump(older))
-    assert rep._same_settings(saved, cfg)
-    assert not rep._same_settings(saved, load_config(None, ["reproduce.budget_min=2"]))
+    assert rep._same_settings(saved, *cfg)
+    assert not rep._same_settings(saved, *load_study(None, ["reproduce.budget_min=2"]))
     older["no_such_setting"] = 1
     saved.write_text(yaml.safe_dump(older))
-    assert not rep._same_settings(saved, cfg)
+    assert not rep._same_settings(saved, *cfg)
 
 
 def _metrics(run_dir, seconds: list[float]) -> None:
@@ -145,27 +147,27 @@ def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(t
 
     given_steps = {}
 
-    def fake_train(method, cfg, run_dir, quiet, steps=0):
+    def fake_train(method, cfg, run_dir, quiet, steps=0, solo_share=0.0):
         given_steps[method] = steps
         _metrics(run_dir, [2.0, 4.0, 6.0] if method == "maporl" else [1.0])
         return None, cfg
 
     _fake_runs(monkeypatch, fake_train, {"untrained": 0.4, "maporl": 0.75})
-    cfg = load_config(None, ["reproduce.methods=[untrained,maporl]"])
-    rep.reproduce(cfg, tmp_path, quiet=True)
+    cfg = load_study(None, ["reproduce.methods=[untrained,maporl]"])
+    rep.reproduce(*cfg, tmp_path, quiet=True)
     done = json.loads((tmp_path / "maporl" / "seed0" / "done.json").read_text())
     assert (done["steps"], done["sec_per_step"]) == (3, 4.0)
     older = {
         k: v for k, v in done.items() if k not in ("steps", "sec_per_step", "incentives")
     }  # before they were kept
     (tmp_path / "maporl" / "seed0" / "done.json").write_text(json.dumps(older))
-    rep.reproduce(cfg, tmp_path, resume=True, quiet=True)  # reads back, and backfills from metrics.jsonl
+    rep.reproduce(*cfg, tmp_path, resume=True, quiet=True)  # reads back, and backfills from metrics.jsonl
     assert json.loads((tmp_path / "maporl" / "seed0" / "done.json").read_text()) == done
     for metrics in tmp_path.glob("*/seed0/metrics.jsonl"):
         metrics.unlink()
     assert rep.steps_trained(tmp_path / "maporl" / "seed0") == 3
     named = "reproduce.methods=[untrained,maporl,single_agent_rl_same_problems]"
-    results = rep.reproduce(load_config(None, [named]), tmp_path, resume=True, quiet=True)
+    results = rep.reproduce(*load_study(None, [named]), tmp_path, resume=True, quiet=True)
     assert given_steps == {"maporl": 0, "single_agent_rl_same_problems": 3}
     assert results["methods"]["maporl"]["per_seed"] == [
         {
@@ -200,16 +202,15 @@ def test_run_stats_and_steps_trained_from_metrics(tmp_path):
 def test_methods_all_runs_every_arm_in_table_order(tmp_path, monkeypatch, capsys):
     """`--methods all` is the default comparison plus the incentive arms, so one command writes both tables."""
     from maporl.cli import main
-    from maporl.study import reproduce as rep
 
-    def fake_train(method, cfg, run_dir, quiet, steps=0):
+    def fake_train(method, cfg, run_dir, quiet, steps=0, solo_share=0.0):
         _metrics(run_dir, [1.0])
         return None, cfg
 
     _fake_runs(monkeypatch, fake_train, {})
     assert main(["reproduce", "--methods", "all", "--quiet", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert list(results["methods"]) == list(rep.ALL_METHODS) and set(rep.BY_NAME) < set(rep.ALL_METHODS)
+    assert list(results["methods"]) == list(ARMS) and set(DEFAULT_ARMS) < set(ARMS)
     assert "maporl_beta0_only" in capsys.readouterr().out
 
 
@@ -228,8 +229,8 @@ def test_solo_warmup_trains_alone_first_then_discusses_from_those_adapters(tmp_p
         return {"checkpoint": run_dir / "checkpoints" / "step_000004"}
 
     monkeypatch.setattr(trainer, "train", fake_train)
-    cfg = load_config(None, ["train.minutes=30", "reproduce.solo_warmup_share=0.25"])
-    ckpt, team_cfg = rep._train(rep.SOLO_WARMUP, cfg, tmp_path, quiet=True)
+    cfg, study = load_study(None, ["train.minutes=30", "reproduce.solo_warmup_share=0.25"])
+    ckpt, team_cfg = rep._train("maporl_solo_warmup", cfg, tmp_path, True, solo_share=study.solo_warmup_share)
     solo = tmp_path / "solo"
     assert calls == [(3, 1, 7.5, "", solo), (3, 3, 22.5, str(solo / "checkpoints" / "step_000004"), tmp_path)]
     assert ckpt == tmp_path / "checkpoints" / "step_000004" and team_cfg.discussion.turns == 3
@@ -287,20 +288,17 @@ def test_claim_b_trials_change_only_what_they_name_and_a_shared_adapter_is_evalu
     """maporl_epochs2 / maporl_wide / maporl_shared: MAPoRL's config with one change each (the same 32 discussions a
     step for maporl_wide); a run trained with one shared adapter is evaluated with that layout."""
     from maporl.config import to_dict, with_overrides
-    from maporl.study import reproduce as rep
     from maporl.team import team_config
 
     cfg = load_config(None)
-    trial = {
-        m: with_overrides(cfg, rep.TRAINING_OVERRIDES[m]) for m in ("maporl_epochs2", "maporl_wide", "maporl_shared")
-    }
+    trial = {m: with_overrides(cfg, ARMS[m].overrides) for m in ("maporl_epochs2", "maporl_wide", "maporl_shared")}
     assert (trial["maporl_epochs2"].algo.epochs, trial["maporl_epochs2"].algo.minibatches) == (2, 2)
     wide = trial["maporl_wide"]
     assert (wide.train.problems_per_step, wide.algo.rollouts_per_problem) == (16, 2)
     assert wide.train.problems_per_step * wide.algo.rollouts_per_problem == (
         cfg.train.problems_per_step * cfg.algo.rollouts_per_problem
     )
-    assert set(rep.TRIALS_B) <= set(rep.BY_NAME)
+    assert not set(trial) & set(DEFAULT_ARMS)
     for m, t in trial.items():
         assert team_config(cfg, to_dict(t)).discussion.adapters == ("shared" if m == "maporl_shared" else "per_agent")
 
@@ -322,18 +320,18 @@ def test_a_trial_run_on_fewer_seeds_stays_in_the_comparisons_tables(tmp_path, mo
 
     trained = []
 
-    def fake_train(method, cfg, run_dir, quiet, steps=0):
+    def fake_train(method, cfg, run_dir, quiet, steps=0, solo_share=0.0):
         trained.append((method, cfg.seed))
         _metrics(run_dir, [1.0])
         return None, cfg
 
     _fake_runs(monkeypatch, fake_train, {"untrained": 0.4, "single_agent_rl": 0.6, "maporl_shared": 0.7})
     three = "reproduce.methods=[untrained,single_agent_rl,maporl]"
-    rep.reproduce(load_config(None, [three, "reproduce.seeds=[0,1]"]), tmp_path, quiet=True)
-    trial = load_config(None, ["reproduce.methods=[maporl_shared]", "reproduce.seeds=[0]"])
-    rep.reproduce(trial, tmp_path, resume=True, quiet=True)
+    rep.reproduce(*load_study(None, [three, "reproduce.seeds=[0,1]"]), tmp_path, quiet=True)
+    trial = load_study(None, ["reproduce.methods=[maporl_shared]", "reproduce.seeds=[0]"])
+    rep.reproduce(*trial, tmp_path, resume=True, quiet=True)
     assert trained[-1] == ("maporl_shared", 0) and len(trained) == 5
-    results = rep.reproduce(load_config(None, [three, "reproduce.seeds=[0,1]"]), tmp_path, resume=True, quiet=True)
+    results = rep.reproduce(*load_study(None, [three, "reproduce.seeds=[0,1]"]), tmp_path, resume=True, quiet=True)
     assert len(trained) == 5  # nothing run again
     assert [row["seed"] for row in results["methods"]["maporl_shared"]["per_seed"]] == [0]
     row = next(c for c in results["claims"] if "shared adapter" in c["claim"])
@@ -349,7 +347,7 @@ def test_tables_only_rewrites_the_tables_from_finished_runs_and_trains_nothing(t
 
     trained = []
 
-    def fake_train(method, cfg, run_dir, quiet, steps=0):
+    def fake_train(method, cfg, run_dir, quiet, steps=0, solo_share=0.0):
         trained.append(method)
         _metrics(run_dir, [1.0])
         return None, cfg

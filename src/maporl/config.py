@@ -14,13 +14,9 @@ from typing import Any, Literal
 
 import yaml
 
-from maporl.config_parse import build, config_file, describe, merge_dotted, parse_override, read_yaml
+from maporl.config_parse import describe, load, opt
+from maporl.config_parse import read_yaml as read_yaml  # how a run's saved config.yaml is read back
 from maporl.errors import UsageError
-
-
-def opt(default: Any, help: str) -> Any:
-    """A dataclass field with its help string (shown by `maporl config --help-fields` and in docs)."""
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -60,11 +56,13 @@ class DiscussionConfig:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    backend: str = opt("hf", "hf: transformers generate, mixed-adapter batches; vllm: one vLLM engine, LoRA per agent")
+    backend: Literal["hf", "vllm"] = opt(
+        "hf", "hf: transformers generate, mixed-adapter batches; vllm: one vLLM engine, LoRA per agent"
+    )
     temperature: float = opt(1.0, "sampling temperature (0: greedy)")
     max_new_tokens: int = opt(64, "maximum tokens generated per answer")
     batch_size: int = opt(256, "rows per generate call (all agents x problems of a turn are batched together)")
-    merge_adapters: str = opt(
+    merge_adapters: Literal["auto", "always", "never"] = opt(
         "auto",
         "hf: decode from a merged copy of the weights per adapter (the base model's speed) - always | never | auto "
         "(merged while the copies take at most 64M parameters)",
@@ -205,44 +203,6 @@ class VerifierTrainConfig:
     minutes: float = opt(0.0, "wall-clock budget for training (0: none)")
 
 
-ReproduceMethod = Literal[
-    "untrained",
-    "single_agent_rl",
-    "single_agent_rl_same_problems",
-    "sft_traces",
-    "maporl",
-    "maporl_no_incentives",
-    "maporl_alpha1_only",
-    "maporl_beta0_only",
-    "maporl_alpha1_after_baseline",
-    "maporl_beta0_after_baseline",
-    "maporl_solo_warmup",
-    "maporl_epochs2",
-    "maporl_wide",
-    "maporl_shared",
-]
-
-
-@dataclass(frozen=True)
-class ReproduceConfig:
-    budget_min: float = opt(5.0, "training minutes per trained method (maporl reproduce)")
-    transfer_task: str = opt(
-        "arith_word_unseen", "the unseen task every method is also evaluated on (forms no training step saw)"
-    )
-    seeds: tuple[int, ...] = opt((0,), "seeds; each method is trained and evaluated once per seed")
-    methods: tuple[ReproduceMethod, ...] = opt(
-        (),
-        "methods to run (empty: the paper's comparison, the first six; the incentive ablations maporl_alpha1_only, "
-        "maporl_beta0_only and their *_after_baseline variants and the claim-(b) trials maporl_solo_warmup, "
-        "maporl_epochs2, maporl_wide and maporl_shared run when named; all: every one)",
-    )
-    solo_warmup_share: float = opt(
-        1 / 3,
-        "maporl_solo_warmup: share of budget_min in which every agent first answers alone (one turn, its own "
-        "adapter, a third of a discussion's cost), before co-training with discussions for the rest",
-    )
-
-
 @dataclass(frozen=True)
 class RayConfig:
     address: str = opt(
@@ -287,7 +247,6 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     verifier_train: VerifierTrainConfig = field(default_factory=VerifierTrainConfig)
-    reproduce: ReproduceConfig = field(default_factory=ReproduceConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
@@ -302,10 +261,6 @@ class Config:
             (
                 self.ray.cpus_per_actor > 0 and min(self.ray.gpus_per_rollout_worker, self.ray.gpus_per_learner) >= 0,
                 "ray.cpus_per_actor must be > 0, ray.gpus_per_rollout_worker and ray.gpus_per_learner >= 0",
-            ),
-            (
-                self.generation.merge_adapters in ("auto", "always", "never"),
-                "generation.merge_adapters must be auto, always or never",
             ),
             (
                 0 < self.generation.vllm_gpu_memory_utilization <= 1,
@@ -368,10 +323,6 @@ class Config:
             ),
             (self.train.keep_last >= 0, "train.keep_last must be >= 0 (0: keep every checkpoint)"),
             (
-                0 < self.reproduce.solo_warmup_share < 1,
-                "reproduce.solo_warmup_share must be between 0 and 1 (the share of budget_min spent answering alone)",
-            ),
-            (
                 min(self.train.checkpoint_every, self.train.eval_every, self.train.transcripts_every) >= 0,
                 "train.checkpoint_every, eval_every and transcripts_every must be >= 0 (0: off)",
             ),
@@ -387,8 +338,6 @@ class Config:
                 "verifier_train.practice needs verifier_train.kind=generative (the classifier cannot solve)",
             ),
             (self.verifier_train.minutes >= 0, "verifier_train.minutes must be >= 0 (0: no limit)"),
-            (self.reproduce.budget_min > 0, "reproduce.budget_min must be > 0 minutes, e.g. --budget-min 5"),
-            (bool(self.reproduce.seeds), "reproduce.seeds must name at least one seed, e.g. --seeds 0,1,2"),
         ]
         for ok, message in checks:
             if not ok:
@@ -429,16 +378,7 @@ def load_config(
 ) -> Config:
     """Defaults <- `base` (e.g. a run's saved config) <- YAML file (a path or a shipped recipe's name) <- dotted
     overrides, validated."""
-    data: dict[str, Any] = {}
-    for layer in (base or {}, read_yaml(config_file(path)) if path else {}):
-        for section, value in layer.items():
-            if isinstance(value, dict) and isinstance(data.get(section), dict):
-                data[section] = {**data[section], **value}
-            else:
-                data[section] = value
-    for item in overrides:
-        merge_dotted(data, *parse_override(item))
-    return build(Config, data, "")
+    return load(Config, path, overrides, base)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -465,5 +405,6 @@ def save_config(run_dir: Path, cfg: Config) -> None:
 
 
 def keys() -> list[tuple[str, Any, str]]:
-    """(dotted key, default, help) of every setting: the source of `maporl config --keys`."""
+    """(dotted key, default, help) of every run setting: `maporl config --keys` lists these, then the study's
+    (`maporl.study.settings`)."""
     return describe(Config)

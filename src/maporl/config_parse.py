@@ -7,6 +7,7 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,11 @@ import yaml
 from maporl.errors import UsageError, did_you_mean
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def opt(default: Any, help: str) -> Any:
+    """A dataclass field with its help string (listed by `maporl config --keys` and in docs)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -89,6 +95,21 @@ def build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         else:
             kwargs[key] = coerce(value, tp, where)
     return cls(**kwargs)
+
+
+def load(cls: type, path: str | Path | None, overrides: Sequence[str], base: dict[str, Any] | None) -> Any:
+    """Defaults <- `base` <- YAML file (a path or a shipped recipe's name) <- dotted overrides, built into `cls`
+    (whose __post_init__ validates across fields). A section set in several layers keeps the keys of each."""
+    data: dict[str, Any] = {}
+    for layer in (base or {}, read_yaml(config_file(path)) if path else {}):
+        for section, value in layer.items():
+            if isinstance(value, dict) and isinstance(data.get(section), dict):
+                data[section] = {**data[section], **value}
+            else:
+                data[section] = value
+    for item in overrides:
+        merge_dotted(data, *parse_override(item))
+    return build(cls, data, "")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -19,14 +19,20 @@ FLAG_KEYS = {
 }
 
 
-def config_from_args(args: argparse.Namespace, base: dict | None = None, flag_keys: dict | None = None) -> Config:
-    """Defaults <- `base` <- --config file <- overrides <- flags (`FLAG_KEYS`, or the subcommand's own table)."""
+def overrides_from_args(args: argparse.Namespace, flag_keys: dict[str, str] | None = None) -> list[str]:
+    """The dotted overrides typed on the command line, then those its flags stand for (`FLAG_KEYS`, or the
+    subcommand's own table): a flag wins over the override it shortens."""
     overrides = list(getattr(args, "overrides", []))
     for attr, key in (flag_keys or FLAG_KEYS).items():
         value = getattr(args, attr, None)
         if value is not None:
             overrides.append(f"{key}={value}")
-    return load_config(getattr(args, "config", None), overrides, base=base)
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace, base: dict | None = None, flag_keys: dict | None = None) -> Config:
+    """Defaults <- `base` <- --config file <- overrides <- flags (`FLAG_KEYS`, or the subcommand's own table)."""
+    return load_config(getattr(args, "config", None), overrides_from_args(args, flag_keys), base=base)
 
 
 def team_config_and_generator(args: argparse.Namespace):
@@ -36,7 +42,8 @@ def team_config_and_generator(args: argparse.Namespace):
     A run or checkpoint directory brings its run's settings (agents, turns, task, sampling); flags override them.
     """
     from maporl import checkpoint
-    from maporl.team import build_generator, team_config
+    from maporl.generation.registry import build_generator
+    from maporl.team import team_config
 
     run_cfg, ckpt, model_dir = checkpoint.resolve(args.checkpoint) if args.checkpoint else (None, None, None)
     if model_dir:

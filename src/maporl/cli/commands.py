@@ -10,12 +10,11 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import get_args
 
 from maporl.cli import verifier as cli_verifier
-from maporl.cli.args import config_from_args, team_config_and_generator
-from maporl.config import ReproduceMethod
+from maporl.cli.args import config_from_args, overrides_from_args, team_config_and_generator
 from maporl.errors import UsageError
+from maporl.study.arms import ARMS
 
 EXAMPLES = """examples:
   maporl train                                # co-train the embedded agents on CPU (configs/tiny.yaml)
@@ -34,18 +33,8 @@ EXAMPLES = """examples:
 
 
 # What a run directory holds besides config.yaml: `maporl train --overwrite` deletes exactly these.
-RUN_OUTPUTS = (
-    "metrics.jsonl",
-    "checkpoints",
-    "transcripts",
-    "eval.json",
-    "eval_transcripts.jsonl",
-    "report.html",
-    "plots",
-    "tensorboard",
-    "wandb",
-    "wandb_run_id.txt",
-)
+RUN_OUTPUTS = ("metrics.jsonl", "checkpoints", "transcripts", "eval.json", "eval_transcripts.jsonl", "report.html",
+               "plots", "tensorboard", "wandb", "wandb_run_id.txt")  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -136,10 +125,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--transfer-task", help="unseen task to evaluate on (reproduce.transfer_task, arith_word_unseen)")
     r.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (reproduce.seeds, default 0)")
     r.add_argument(
-        "--methods",
-        help="comma-separated subset of: "
-        + ", ".join(get_args(ReproduceMethod))
-        + "; or all (with the ablations and trials)",
+        "--methods", help=f"comma-separated subset of: {', '.join(ARMS)}; or all (with the ablations and trials)"
     )
     r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
     r.add_argument("--config", help="YAML config the trained methods start from (default: configs/tiny.yaml)")
@@ -282,9 +268,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_config(args: argparse.Namespace) -> None:
     from maporl.config import dump_yaml, keys, load_config
+    from maporl.study.settings import study_keys
 
     if args.keys:
-        for key, default, help_text in keys():
+        for key, default, help_text in [*keys(), *study_keys()]:
             print(f"{key:<32} {default!s:<12} {help_text}")
         return
     print(dump_yaml(load_config(args.config, args.overrides)), end="")
@@ -295,15 +282,8 @@ def cmd_base_build(args: argparse.Namespace) -> None:
 
     from maporl.base.build import BuildConfig, build_base
 
-    given = {
-        "steps": args.steps,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "snapshot_every": args.snapshot_every,
-        "probe_every": args.probe_every,
-        "probe_problems": args.probe_problems,
-    }
-    cfg = BuildConfig(**{k: v for k, v in given.items() if v is not None})
+    flags = ("steps", "seed", "batch_size", "snapshot_every", "probe_every", "probe_problems")
+    cfg = BuildConfig(**{k: getattr(args, k) for k in flags if getattr(args, k) is not None})
     for f in dataclasses.fields(cfg):
         if isinstance(getattr(cfg, f.name), int) and getattr(cfg, f.name) < 0:
             raise UsageError(f"--{f.name.replace('_', '-')} must be >= 0")
@@ -330,15 +310,16 @@ REPRODUCE_FLAGS = {
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from maporl.study.reproduce import reproduce
+    from maporl.study.settings import load_study
 
     if args.seeds is not None and not all(x.strip().lstrip("-").isdigit() for x in args.seeds.split(",")):
         raise UsageError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. --seeds 0,1,2")
     if args.methods is not None and args.methods.strip() == "all":
-        args.methods = ",".join(get_args(ReproduceMethod))
+        args.methods = ",".join(ARMS)
     for name in ("seeds", "methods"):  # comma-separated on the command line, a list in the config
         if getattr(args, name) is not None:
             setattr(args, name, f"[{getattr(args, name)}]")
-    cfg = config_from_args(args, flag_keys=REPRODUCE_FLAGS)  # validated before anything long starts
+    cfg, study = load_study(args.config, overrides_from_args(args, REPRODUCE_FLAGS))  # checked before anything long
     out = Path(args.out)
     if (out / "results.json").exists() and not (args.resume or args.tables_only):
         raise UsageError(f"{out} already holds results; pass a new --out directory (or --resume to complete it)")
@@ -346,7 +327,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         flag = "--tables-only" if args.tables_only else "--resume"
         raise UsageError(f"{flag}: {out} holds no reproduce run; drop {flag} to start one")
     resume = args.resume or args.tables_only
-    results = reproduce(cfg, out, resume=resume, quiet=args.quiet, run_missing=not args.tables_only)
+    results = reproduce(cfg, study, out, resume=resume, quiet=args.quiet, run_missing=not args.tables_only)
     print((out / "results.md").read_text())
     print(f"wrote {out}/results.json, results.md, plots/ and report.html ({results['minutes']} min)")
 

@@ -2,7 +2,8 @@
 share, for transfer) with a 95% interval from a paired bootstrap over problems, pooled over seeds (`stats.py`; where
 every seed was evaluated on the same problems, as `reproduce` does, a resample draws each problem for all seeds at
 once: `_by_problem`). Where the incentive arms ran, each is compared with α = β = 0 on the behaviour its incentive
-targets (a difference of rates, resampled the same way).
+targets (a difference of rates, resampled the same way). Which rows each arm feeds, and each row's target with its
+source, is `arms.ARMS`.
 
 A claim is "established" only when its whole interval clears the target (the lower bound for "at least" targets, the
 upper bound for "at most") and so does every seed's own value, "not established" otherwise: a point estimate that
@@ -14,30 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from maporl.study.arms import ARMS, NO_INCENTIVES, Claim, Target
 from maporl.study.behaviour import BEHAVIOURS, behaviour_per_problem, parse_correct
 from maporl.study.stats import NoOpportunity, paired_difference, paired_rate_difference, ratio_of_differences
 
 Evals = dict[str, dict[str, list[dict]]]  # method -> task key -> one eval.json dict per seed, in seed order
-SAME_PROBLEMS = "single_agent_rl_same_problems"
-SOLO_WARMUP = "maporl_solo_warmup"
-# Trials for claim (b) at equal minutes, each against single-agent RL: what the arm changes in MAPoRL's training.
-TRIALS_B = {
-    SOLO_WARMUP: "after a solo warm-up",
-    "maporl_epochs2": "with 2 epochs × 2 minibatches a step",
-    "maporl_wide": "with 16 problems × 2 rollouts a step",
-    "maporl_shared": "with one shared adapter",
-}
-# The paper's incentive arms, each against α = β = 0, by the behaviour its incentive is designed to raise.
-INCENTIVE_TARGETS = {
-    "maporl_alpha1_only": ("α1 = 2 alone", "self_correction"),
-    "maporl_beta0_only": ("β0 = 2 alone", "persuasion"),
-    # The same weights added to the advantage after the group baseline, which then cannot absorb them.
-    "maporl_alpha1_after_baseline": ("α1 = 2 alone, after the baseline", "self_correction"),
-    "maporl_beta0_after_baseline": ("β0 = 2 alone, after the baseline", "persuasion"),
-}
-# Arms trained for as many steps as another method took on the same seed (so on the same problems, with the same
-# updates) instead of for the wall-clock budget, which would also compare the hosts' speeds.
-STEP_MATCHED = {SAME_PROBLEMS: "maporl", **dict.fromkeys(INCENTIVE_TARGETS, "maporl_no_incentives")}
 
 
 def _problems(evals: list[dict], score: Callable[[list[float]], float]) -> list[list[float]] | None:
@@ -141,16 +123,14 @@ def _sum_columns(rows: tuple[list[int], ...]) -> list[int]:
     return [sum(column) for column in zip(*rows, strict=True)]
 
 
-def _row(
-    label: str, measured: tuple[float, list[list[float]] | None], op: str, target: float, per_seed: list[float]
-) -> dict:
+def _row(label: str, measured: tuple[float, list[list[float]] | None], target: Target, per_seed: list[float]) -> dict:
     """A claim's row. `per_seed` (points, one per seed) goes beside the interval because the bootstrap resamples
     problems, not runs: two runs of one seed can differ by more than the interval is wide. Established only where
     the interval and every seed's value clear the target."""
     mean, diffs = measured
     low, high = (None, None) if diffs is None else paired_difference(diffs)[1:]
-    row = _verdict(label, mean, low, high, op, target) | {"per_seed": per_seed}
-    return _every_seed(row, [f"{v:+.1f}" for v in per_seed if not _clears(v, v, op, target)])
+    row = _verdict(label, mean, low, high, target) | {"per_seed": per_seed}
+    return _every_seed(row, [f"{v:+.1f}" for v in per_seed if not _clears(v, v, target)])
 
 
 def _every_seed(row: dict, missed: list[str]) -> dict:
@@ -161,75 +141,66 @@ def _every_seed(row: dict, missed: list[str]) -> dict:
     return row
 
 
-def _lead_row(label: str, a: list[dict], b: list[dict], op: str, target: float) -> dict:
-    return _row(label, _lead(a, b), op, target, _seed_leads(a, b))
+def _clears(low: float | None, high: float | None, target: Target) -> bool:
+    if low is None or high is None:
+        return False
+    return {">=": low >= target.value, ">": low > target.value, "<=": high <= target.value}[target.op]
 
 
-def _gain_row(label: str, evals: list[dict], op: str, target: float) -> dict:
-    return _row(label, _gain(evals), op, target, _seed_gains(evals))
-
-
-def _clears(low: float | None, high: float | None, op: str, target: float) -> bool:
-    return low is not None and {">=": low >= target, ">": low > target, "<=": high <= target}[op]
-
-
-def _verdict(label: str, mean: float, low: float | None, high: float | None, op: str, target: float) -> dict:
-    clears = _clears(low, high, op, target)
-    sign = {">=": "≥", ">": ">", "<=": "≤"}[op]
-    return {"claim": label, "measured": mean, "low": low, "high": high, "target": f"{sign} {target:+g}",
-            "verdict": "established" if clears else "not established"}  # fmt: skip
+def _verdict(label: str, mean: float, low: float | None, high: float | None, target: Target) -> dict:
+    return {"claim": label, "measured": mean, "low": low, "high": high, "target": target.text(),
+            "verdict": "established" if _clears(low, high, target) else "not established"}  # fmt: skip
 
 
 def measure_claims(evals: Evals) -> list[dict]:
-    """The claims rows, for what was evaluated: (a) where the untrained team was; (b) for maporl and each claim-(b)
-    trial where it and single_agent_rl were (a trial is run beside single-agent RL, in a comparison of its own); (c)
-    and (d) for maporl and each trial (the gain over turns always, the lead over the untrained team and its transfer
-    share where that team was evaluated too: a trial becomes the default only if these still hold); the incentive
-    arms' where they and maporl_no_incentives were."""
-    train = {m: e["train_task"] for m, e in evals.items()}
-    single = train.get("single_agent_rl", [])
+    """The claims rows for what was evaluated: every row `ARMS` lists for an arm that ran, where the arm it is
+    measured against ran too (on a seed both have), in `Claim.section` order. A claim-(b) trial run beside
+    single-agent RL in a comparison of its own so gets its (b) row and its gain over turns."""
     rows = []
-    if "untrained" in train:
-        rows.append(_gain_row("(a) untrained team: final − turn 0", train["untrained"], "<=", 1))
-    if "maporl" in train and single:
-        against = {"(b) MAPoRL − single-agent RL, same minutes": "single_agent_rl"}
-        if SAME_PROBLEMS in train:
-            against["(b) MAPoRL − single-agent RL on the same problems"] = SAME_PROBLEMS
-        rows += [_lead_row(label, train["maporl"], train[other], ">=", 8) for label, other in against.items()]
-    trials = {arm: f"MAPoRL {what}" for arm, what in TRIALS_B.items() if arm in train}
-    for arm, name in trials.items():
-        if _paired(train[arm], single)[0]:
-            rows.append(_lead_row(f"(b) {name} − single-agent RL, same minutes", train[arm], single, ">=", 8))
-    if "maporl" in train:
-        rows += _c_and_d_rows(evals, "maporl", "MAPoRL")
-    for arm, name in trials.items():
-        rows += _c_and_d_rows(evals, arm, name)
-    return [*rows, *incentive_rows(train)]
+    for name, arm in ARMS.items():
+        if name in evals:
+            rows += [(c.section, row) for c in arm.claims if (row := _measure(c, evals, name)) is not None]
+    return [row for _, row in sorted(rows, key=lambda r: r[0])]
 
 
-def _c_and_d_rows(evals: Evals, arm: str, name: str) -> list[dict]:
-    """Claim (c) for one arm (its lead over the untrained team where that team was evaluated, its gain over turns)
-    and (d): the share of (c)'s lead kept on the transfer task."""
-    train = evals[arm]["train_task"]
-    untrained = evals.get("untrained", {}).get("train_task")
-    if not untrained:
-        return [_gain_row(f"(c) {name}: final − turn 0", train, ">=", 5)]
-    over_untrained = _lead(train, untrained)
-    lead_row = _row(f"(c) {name} − untrained", over_untrained, ">=", 15, _seed_leads(train, untrained))
-    rows = [lead_row, _gain_row(f"(c) {name}: final − turn 0", train, ">=", 5)]
-    transfer_a, transfer_b = evals[arm]["transfer_task"], evals["untrained"]["transfer_task"]
-    transfer = _lead(transfer_a, transfer_b)
-    label = f"(d) transfer task: {name} − untrained, share of (c)"
-    share = {"claim": label, "transfer": transfer[0], "target": "≥ 50%"}
-    share["measured"] = _share(transfer[0], over_untrained[0])
-    seeds = zip(_seed_leads(transfer_a, transfer_b), lead_row["per_seed"], strict=True)
+def _measure(claim: Claim, evals: Evals, name: str) -> dict | None:
+    train = evals[name]["train_task"]
+    if claim.measure == "gain":
+        return _row(claim.label, _gain(train), claim.target, _seed_gains(train))
+    if claim.against not in evals or not _paired(train, evals[claim.against]["train_task"])[0]:
+        return None
+    other = evals[claim.against]["train_task"]
+    if claim.measure == "lead":
+        return _row(claim.label, _lead(train, other), claim.target, _seed_leads(train, other))
+    if claim.measure == "transfer_share":
+        return _transfer_share(claim, evals[name], evals[claim.against])
+    measured = _behaviour_lead(train, other, claim.behaviour)
+    if measured is None:
+        return None
+    mean, span = measured
+    return _verdict(claim.label, mean, *(span or (None, None)), claim.target)
+
+
+def _transfer_share(claim: Claim, arm: dict[str, list[dict]], base: dict[str, list[dict]]) -> dict:
+    """(d): the arm's lead over `base` on the transfer task as a share of its lead on the training task ((c)), with
+    a ratio interval where both leads have per-problem differences."""
+    over_base = _lead(arm["train_task"], base["train_task"])
+    transfer = _lead(arm["transfer_task"], base["transfer_task"])
+    share = {"claim": claim.label, "transfer": transfer[0], "target": claim.target.text()}
+    share["measured"] = _share(transfer[0], over_base[0])
+    seeds = zip(
+        _seed_leads(arm["transfer_task"], base["transfer_task"]),
+        _seed_leads(arm["train_task"], base["train_task"]),
+        strict=True,
+    )
     share["per_seed"] = [_share(kept, lead) for kept, lead in seeds]
     share["low"] = share["high"] = None
-    if transfer[1] is not None and over_untrained[1] is not None and over_untrained[0] > 0:
-        share["low"], share["high"] = ratio_of_differences(transfer[1], over_untrained[1])[1:]
-    share["verdict"] = "established" if _clears(share["low"], share["high"], ">=", 0.5) else "not established"
+    if transfer[1] is not None and over_base[1] is not None and over_base[0] > 0:
+        share["low"], share["high"] = ratio_of_differences(transfer[1], over_base[1])[1:]
+    share["verdict"] = "established" if _clears(share["low"], share["high"], claim.target) else "not established"
     # A nan share (a seed with no (c) lead) clears nothing, so it misses too.
-    return [*rows, _every_seed(share, [_percent(v) for v in share["per_seed"] if not _clears(v, v, ">=", 0.5)])]
+    missed = [_percent(v) for v in share["per_seed"] if not _clears(v, v, claim.target)]
+    return _every_seed(share, missed)
 
 
 def _share(transfer: float, lead: float) -> float:
@@ -241,27 +212,14 @@ def _percent(share: float) -> str:
     return f"{100 * share:.1f}%" if share == share else "no lead"  # nan: the seed has no (c) lead to keep
 
 
-def incentive_rows(train: dict[str, list[dict]]) -> list[dict]:
-    """Each incentive arm that ran, against α = β = 0: the behaviour it targets, in points of its rate."""
-    rows = []
-    for arm, (what, name) in INCENTIVE_TARGETS.items():
-        if arm in train and "maporl_no_incentives" in train:
-            measured = _behaviour_lead(train[arm], train["maporl_no_incentives"], name)
-            if measured is None:
-                continue
-            mean, span = measured
-            label = f"incentives: {what} − α = β = 0, {name.replace('_', '-')} rate"
-            rows.append(_verdict(label, mean, *(span or (None, None)), ">", 0))
-    return rows
-
-
 def incentive_ablation(train: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
-    """Each incentive setting that ran (maporl's default weights, then the paper's arms) against α = β = 0 on the
-    seeds both have: the final turn's accuracy and every behaviour's rate, each {measured, low, high} in points with
-    its 95% paired interval (low/high None where an evaluation predates per-problem results)."""
-    base = train.get("maporl_no_incentives")
+    """Each incentive setting that ran (the arms with an `ablation` name in ARMS: maporl's default weights, then the
+    paper's arms) against α = β = 0 on the seeds both have: the final turn's accuracy and every behaviour's rate,
+    each {measured, low, high} in points with its 95% paired interval (low/high None where an evaluation predates
+    per-problem results)."""
+    base = train.get(NO_INCENTIVES)
     out: dict[str, dict[str, dict]] = {}
-    for arm in ("maporl", *INCENTIVE_TARGETS):
+    for arm in (name for name, arm in ARMS.items() if arm.ablation):
         if not base or arm not in train or not _paired(train[arm], base)[0]:
             continue
         mean, diffs = _lead(train[arm], base)
@@ -288,7 +246,7 @@ def ablation_markdown(ablation: dict[str, dict[str, dict]]) -> list[str]:
         "|---|" + "---|" * len(names),
     ]
     for arm, row in ablation.items():
-        label = INCENTIVE_TARGETS[arm][0] if arm in INCENTIVE_TARGETS else "the config's weights"
+        label = ARMS[arm].ablation
         cells = [_span(row[n]) if n in row else "–" for n in names]
         lines.append(f"| {label} ({arm}) | " + " | ".join(cells) + " |")
     lines += [

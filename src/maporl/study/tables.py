@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import statistics
 
-from maporl.study.claims import STEP_MATCHED, ablation_markdown, claims_markdown
+from maporl.study.arms import ARMS
+from maporl.study.claims import ablation_markdown, claims_markdown
 
 
 def summarize(per_seed: list[dict]) -> dict:
@@ -166,7 +167,7 @@ def results_markdown(results: dict) -> str:
     lines += behaviour_markdown(results)
     lines += incentives_markdown(results)
     lines += per_seed_markdown(results)
-    matched = [f"{m}: as many steps as {ref}" for m, ref in STEP_MATCHED.items() if m in results["methods"]]
+    matched = [f"{m}: as many steps as {ARMS[m].steps_of}" for m in results["methods"] if ARMS[m].steps_of]
     same = f" ({'; '.join(matched)})" if matched else ""
     if "seeds_done" in results:
         done = ", ".join(f"{m} {n}" for m, n in results["seeds_done"].items())
