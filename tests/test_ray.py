@@ -15,6 +15,7 @@ from maporl.config import with_overrides
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread")]
 
 
+@pytest.mark.slow
 def test_two_workers_and_three_learners_give_the_in_process_run(tmp_path, tiny_model_dir, in_process):
     """Discussions sharded over 2 rollout workers (whole discussions, seeds by global index) and one learner actor
     per agent give the same transcripts, rewards, metrics and final adapters and value heads as one process."""
@@ -30,6 +31,7 @@ def test_two_workers_and_three_learners_give_the_in_process_run(tmp_path, tiny_m
     assert any(v.abs().sum() > 0 for f in on_ray["adapters"].values() for k, v in f.items() if "lora_B" in k)
 
 
+@pytest.mark.slow
 def test_a_shared_adapter_has_one_learner_and_gives_the_in_process_run(tmp_path, tiny_model_dir):
     ray = pytest.importorskip("ray")
     common = ["discussion.adapters=shared", "algo.kl_coef=0.01", "train.checkpoint_every=1", "generation.batch_size=1"]
@@ -42,6 +44,7 @@ def test_a_shared_adapter_has_one_learner_and_gives_the_in_process_run(tmp_path,
     assert list(on_ray["adapters"]) == ["adapter_shared.safetensors"]
 
 
+@pytest.mark.slow
 def test_async_rollouts_sample_one_update_behind_and_correct_for_it(tmp_path, tiny_model_dir):
     """train.async_rollout: step k+1's discussions start before step k's update, so they carry the weights version
     before it; the update's ratio is taken against the sampler's log-probs (1 on step 1, off 1 once behind)."""
@@ -75,6 +78,7 @@ def test_ray_missing_is_a_usage_error(monkeypatch, tmp_path, tiny_model_dir):
         trainer.train(tiny_cfg(tiny_model_dir, "backend=ray"), tmp_path, quiet=True)
 
 
+@pytest.mark.slow
 def test_a_worker_with_stale_weights_stops_the_step(tiny_model_dir):
     ray = pytest.importorskip("ray")
     from maporl.distributed.actors import RayRolloutPool
@@ -97,7 +101,7 @@ def test_a_worker_with_stale_weights_stops_the_step(tiny_model_dir):
         ray.shutdown()
 
 
-@pytest.mark.parametrize("joined", [False, True])
+@pytest.mark.parametrize("joined", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_cluster_short_of_resources_is_a_one_line_error(tiny_model_dir, joined):
     """At once on a cluster of this machine alone; after ray.start_timeout_s on a joined one (it may grow)."""
     ray = pytest.importorskip("ray")
@@ -134,6 +138,7 @@ def groups(monkeypatch) -> list:
     return made
 
 
+@pytest.mark.slow
 def test_two_nodes_share_the_actors_and_the_run_completes(tmp_path, tiny_model_dir, groups):
     """docs/scaling.md's two-node recipe, with the second node simulated on this machine: a head and a worker node
     of 1 CPU each, joined by `ray.address`; the run's 2 workers and 2 learners (0.5 CPU each) need both nodes."""
@@ -155,6 +160,7 @@ def test_two_nodes_share_the_actors_and_the_run_completes(tmp_path, tiny_model_d
     assert (tmp_path / "eval.json").is_file()
 
 
+@pytest.mark.slow
 def test_gpu_requests_reach_the_placement_group(tmp_path, tiny_model_dir, groups):
     """GPU placement without a GPU: a local cluster that declares 2 GPUs; every rollout worker and learner bundle
     asks for its ray.gpus_per_* (the models stay on model.device=cpu), and a GPU short is a one-line error."""

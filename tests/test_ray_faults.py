@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import EQUIVALENCE, ON_RAY, assert_same, ray_run, tiny_cfg
 
-pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.mark.parametrize("point", ["generation", "update"])

@@ -342,6 +342,7 @@ def _pipeline_bench():
     return module
 
 
+@pytest.mark.slow
 def test_the_pipeline_benchmark_runs_on_the_embedded_base_with_sane_metrics(tmp_path):
     """The regression check of the learned verifier: bench/verifier_pipeline.py --smoke (40 problems, one epoch) on
     the shipped base, its last line the JSON it documents, every metric present and in range."""
