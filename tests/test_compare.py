@@ -21,6 +21,12 @@ def test_a_team_against_itself_differs_by_nothing_and_a_trained_one_is_paired(tm
         and len(result["eval_a"]["problem_ids"]) == 6
     )
     assert "B − A (points) [95% paired interval]" in capsys.readouterr().out
+    # The same through the Python API: paths and overrides, no command-line objects.
+    from maporl.study.compare import compare_runs
+
+    overrides = ["discussion.num_agents=2", "discussion.turns=2", "generation.max_new_tokens=8"]
+    api = compare_runs(tiny_model_dir, tiny_model_dir, overrides=overrides, problems=6)
+    assert api["turns"] == result["turns"] and api["eval_a"]["problem_ids"] == result["eval_a"]["problem_ids"]
 
     run = tmp_path / "run"
     trainer.train(tiny_cfg(tiny_model_dir, "train.max_steps=1"), run, quiet=True, final_eval=False)

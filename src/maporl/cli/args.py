@@ -37,17 +37,7 @@ def config_from_args(args: argparse.Namespace, base: dict | None = None, flag_ke
 
 def team_config_and_generator(args: argparse.Namespace):
     """Config and generator for discuss / eval / verifier gen-data: the shipped base, a model directory, or a trained
-    run or checkpoint (`args.checkpoint`).
+    run or checkpoint (`args.checkpoint`), whose run's settings (agents, turns, task, sampling) flags override."""
+    from maporl.api import load_team
 
-    A run or checkpoint directory brings its run's settings (agents, turns, task, sampling); flags override them.
-    """
-    from maporl import checkpoint
-    from maporl.generation.registry import build_generator
-    from maporl.team import team_config
-
-    run_cfg, ckpt, model_dir = checkpoint.resolve(args.checkpoint) if args.checkpoint else (None, None, None)
-    if model_dir:
-        args.overrides = [*args.overrides, f"model.name_or_path={model_dir}"]
-    cfg = team_config(config_from_args(args, base=run_cfg), run_cfg)
-    team = checkpoint.load_team(cfg, ckpt) if ckpt else None
-    return cfg, build_generator(cfg, team)
+    return load_team(args.checkpoint, getattr(args, "config", None), overrides_from_args(args))

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from maporl.cli import verifier as cli_verifier
-from maporl.cli.args import config_from_args, overrides_from_args, team_config_and_generator
+from maporl.cli.args import FLAG_KEYS, config_from_args, overrides_from_args, team_config_and_generator
 from maporl.errors import UsageError
 from maporl.study.arms import ARMS
 
@@ -335,7 +335,9 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from maporl.study.compare import compare_runs, format_comparison, write_comparison
 
-    result = compare_runs(args)
+    flags = {attr: key for attr, key in FLAG_KEYS.items() if attr != "problems"}  # --problems is compare's own
+    overrides = overrides_from_args(args, flags)
+    result = compare_runs(args.run_a, args.run_b, args.config, overrides, problems=args.problems, quiet=args.quiet)
     print(format_comparison(result))
     out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"wrote {write_comparison(result, out)}")
