@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from maporl.study.claims import claims_markdown, measure_claims
+from maporl.study.claims import measure_claims
+from maporl.study.document import to_markdown
+from maporl.study.tables import ablation_blocks, claims_blocks
+
+
+def claims_markdown(rows: list[dict]) -> str:
+    return to_markdown(claims_blocks(rows))
 
 
 def evaluation(*problems: list[float]) -> dict:
@@ -55,11 +61,11 @@ def test_each_claim_its_interval_and_verdict():
 
 
 def test_markdown_rows():
-    table = "\n".join(claims_markdown(measure_claims({
+    table = claims_markdown(measure_claims({
         "untrained": method(FLAT, FLAT),
         "single_agent_rl": method(([0.5, 0.55], [0.6, 0.62]), FLAT),
         "maporl": method(([0.6, 0.6], [0.5, 0.7]), ([0.5, 0.525], [0.5, 0.525])),
-    })))  # fmt: skip
+    }))  # fmt: skip
     assert "| (a) untrained team: final − turn 0 | +0.0 | [+0.0, +0.0] | ≤ +1 | established |" in table
     assert "| (b) MAPoRL − single-agent RL, same minutes | +6.5 | [+5.0, +8.0] | ≥ +8 | not established |" in table
     assert "| (d) transfer task: MAPoRL − untrained, share of (c) | +12.5 (50.0%) | [41.7%, 62.5%] | ≥ 50% |" in table
@@ -74,7 +80,7 @@ def test_without_per_problem_accuracies_no_interval_and_never_established():
                 del run["acc_per_problem_turn"], run["problem_ids"]
     rows = measure_claims(evals)
     assert all(r["low"] is None and r["verdict"] == "not established" for r in rows)
-    assert "| – |" in "\n".join(claims_markdown(rows))
+    assert "| – |" in claims_markdown(rows)
 
 
 def test_a_subset_of_methods_gets_the_claims_it_measures_and_other_problems_are_refused():
@@ -187,9 +193,9 @@ def test_each_seeds_own_value_stands_beside_the_mean():
     assert a["per_seed"] == [0.0, 0.0] and a["verdict"] == "established"
     # The interval over problems clears +8; seed 0 alone (+6.5) does not, so the lead is not established.
     assert b["low"] >= 8 and b["verdict"] == "not established (a seed at +6.5)"
-    table = "\n".join(claims_markdown(rows))
+    table = claims_markdown(rows)
     assert "| (b) MAPoRL − single-agent RL, same minutes | +26.5 (seeds +6.5 / +46.5) |" in table
-    assert "(seeds" not in "\n".join(claims_markdown(claims()))  # one seed: its value is the mean
+    assert "(seeds" not in claims_markdown(claims())  # one seed: its value is the mean
 
 
 def test_transfer_share_holds_every_seed_to_the_target():
@@ -205,14 +211,14 @@ def test_transfer_share_holds_every_seed_to_the_target():
     assert (d["transfer"], d["measured"], d["low"], d["high"]) == pytest.approx((25, 0.625, 0.625, 0.625))
     assert d["per_seed"] == pytest.approx([1.0, 0.25])
     assert d["verdict"] == "not established (a seed at 25.0%)"
-    assert "| +25.0 (62.5%) (seeds 100.0% / 25.0%) | [62.5%, 62.5%] | ≥ 50% |" in "\n".join(claims_markdown([d]))
+    assert "| +25.0 (62.5%) (seeds 100.0% / 25.0%) | [62.5%, 62.5%] | ≥ 50% |" in claims_markdown([d])
     # A seed with no lead over the untrained team on the train task has no share to keep: it misses the target.
     seed1["maporl"] = method(FLAT, up)
     evals = {m: {k: seed0[m][k] + seed1[m][k] for k in ("train_task", "transfer_task")} for m in seed0}
     d = measure_claims(evals)[-1]
     assert d["per_seed"][0] == 1.0 and d["per_seed"][1] != d["per_seed"][1]  # nan
     assert d["verdict"] == "not established (a seed at no lead)"  # pooled: 40 of 20, 200%
-    assert "(seeds 100.0% / no lead)" in "\n".join(claims_markdown([d]))
+    assert "(seeds 100.0% / no lead)" in claims_markdown([d])
 
 
 def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():
@@ -248,7 +254,7 @@ def test_seeds_on_the_same_problems_are_resampled_together_not_as_strata():
 
 def test_incentive_ablation_gives_accuracy_and_every_behaviour_against_no_incentives():
     """Each setting that ran against α = β = 0: the final turn's accuracy and each behaviour's rate, paired."""
-    from maporl.study.claims import ablation_markdown, incentive_ablation
+    from maporl.study.claims import incentive_ablation
 
     def team(*problems: str) -> list[dict]:
         e = arm(*problems)["train_task"][0]
@@ -266,11 +272,11 @@ def test_incentive_ablation_gives_accuracy_and_every_behaviour_against_no_incent
     assert (row["final_turn"]["measured"], row["final_turn"]["low"]) == pytest.approx((100 / 3, 100 / 3))
     assert row["self_correction"]["measured"] == pytest.approx(100 / 3)
     assert set(row) == {"final_turn", "self_correction"}  # no agent was ever right: no other rate to compare
-    lines = ablation_markdown(table)
+    lines = to_markdown(ablation_blocks(table)).splitlines()
     # Only self-correction had an opportunity (nobody was ever right, no peer majority right): one behaviour column.
-    assert lines[1:4] == [
+    assert lines[2:5] == [
         "| setting | final turn | self correction |",
         "|---|---|---|",
         "| α1 = 2 alone (maporl_alpha1_only) | +33.3 [+33.3, +33.3] | +33.3 [+33.3, +33.3] |",
     ]
-    assert incentive_ablation({"maporl": none}) == {} and ablation_markdown({}) == []
+    assert incentive_ablation({"maporl": none}) == {} and ablation_blocks({}) == []

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from maporl.cli import main
-from maporl.study.report import markdown_to_html, write_report
+from maporl.study.report import write_report
 from maporl.study.reproduce import steps_trained
 
 HOSTILE = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -95,9 +95,41 @@ def test_report_of_nothing_is_a_usage_error(tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
-def test_markdown_tables_become_html():
-    out = markdown_to_html("### A <x>\n\n| m | t0 |\n|---|---|\n| a | 1.0 |\n\nnote")
-    assert "<h3>A &lt;x&gt;</h3>" in out and "<th>m</th>" in out and "<td>1.0</td>" in out and "<p>note</p>" in out
+def test_blocks_render_as_markdown_and_html():
+    from maporl.study.document import Heading, Paragraph, Table, to_html, to_markdown
+
+    blocks = [Heading("A <x>"), Table(["m", "|A|"], [["a", "1.0"]]), Paragraph("note", "Partial:")]
+    assert to_markdown(blocks) == "### A <x>\n\n| m | \\|A\\| |\n|---|---|\n| a | 1.0 |\n\n**Partial:** note\n"
+    assert to_html(blocks) == (
+        "<h3>A &lt;x&gt;</h3>\n<table><tr><th>m</th><th>|A|</th></tr><tr><td>a</td><td>1.0</td></tr></table>\n"
+        "<p><strong>Partial:</strong> note</p>"
+    )
+
+
+def test_the_reports_results_tables_keep_every_column(tmp_path):
+    """The report's tables come from results.json, not from results.md read back: the incentive table's "share of
+    |A|" (escaped as \\|A\\| in markdown) is one column, and every row has as many cells as the header."""
+    from maporl.study.tables import results_markdown, summarize
+
+    evaluation = {"acc_per_turn": [0.5, 0.6], "majority_per_turn": [0.5, 0.6], "wrong_to_right": [0.2],
+                  "right_to_wrong": [0.1], "any_correct_per_turn": [0.7, 0.7]}  # fmt: skip
+    incentives = {"incentive/corrective/adopt": 0.1, "incentive_adv/corrective/adopt": 0.5, "incentive_adv/kept": 0.7,
+                  "incentive_adv/abs_share": 0.2}  # fmt: skip
+    run = {"seed": 0, "steps": 3, "sec_per_step": 1.0, "incentives": incentives, "train_task": [0.5, 0.6],
+           "transfer_task": [0.5, 0.6]}  # fmt: skip
+    method = {"train_task": summarize([evaluation]), "transfer_task": summarize([evaluation]), "per_seed": [run]}
+    results = {"train_task": "arith_chain", "transfer_task": "arith_word_unseen", "seeds": [0], "budget_min": 1.0,
+               "eval_problems": 2, "minutes": 0.1, "methods": {"maporl": method}, "claims": [],
+               "incentive_ablation": {}}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "results.md").write_text(results_markdown(results))
+    assert "| share of \\|A\\| |" in (tmp_path / "results.md").read_text()
+    page = write_report(tmp_path).read_text()
+    tables = re.findall(r"<table>(.*?)</table>", page.split("<h2>Results</h2>")[1], re.S)
+    incentive = next(t for t in tables if "bonus kept" in t)
+    header, *rows = re.findall(r"<tr>(.*?)</tr>", incentive)
+    assert re.findall(r"<th>(.*?)</th>", header)[-2:] == ["bonus kept", "share of |A|"]
+    assert [len(re.findall(r"<td>", row)) for row in rows] == [header.count("<th>")]
 
 
 @pytest.mark.slow

@@ -241,7 +241,7 @@ def test_incentive_table_pools_each_runs_means_over_seeds():
     """The incentives table: event rate / advantage change per discussing method, averaged over seeds (a key missing
     in one seed, e.g. an event that never fired there, averages over the seeds that have it); single agents and the
     untrained team get no row."""
-    from maporl.study.tables import incentives_markdown
+    from maporl.study.tables import incentives_blocks
 
     def seed(rate: float, delta: float | None, kept: float) -> dict:
         inc = {"incentive/corrective/self_fix": rate, "incentive/corrective/adopt": 0.0, "incentive_adv/kept": kept}
@@ -252,12 +252,10 @@ def test_incentive_table_pools_each_runs_means_over_seeds():
         "single_agent_rl": {"per_seed": [{"incentives": {"incentive/corrective/self_fix": 0.0}}]},
         "maporl_alpha1_only": {"per_seed": [seed(0.02, 0.5, 0.8), seed(0.04, None, 0.6)]},
     }}  # fmt: skip
-    lines = incentives_markdown(results)
-    row = next(line for line in lines if line.startswith("| maporl_alpha1_only"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    _, table, _ = incentives_blocks(results)
+    (cells,) = table.rows  # one row: single agents and the untrained team have none
     assert cells[:3] == ["maporl_alpha1_only", "0.0%", "3.0% / +0.50"] and cells[-2:] == ["70%", "–"]
-    assert not any(line.startswith(("| untrained", "| single_agent_rl")) for line in lines)
-    assert incentives_markdown({"methods": {"untrained": {"per_seed": [{"seed": 0}]}}}) == []
+    assert incentives_blocks({"methods": {"untrained": {"per_seed": [{"seed": 0}]}}}) == []
 
 
 def test_an_older_evaluation_is_recomputed_from_its_transcripts_when_read_back(tmp_path):

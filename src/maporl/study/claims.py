@@ -199,7 +199,7 @@ def _transfer_share(claim: Claim, arm: dict[str, list[dict]], base: dict[str, li
         share["low"], share["high"] = ratio_of_differences(transfer[1], over_base[1])[1:]
     share["verdict"] = "established" if _clears(share["low"], share["high"], claim.target) else "not established"
     # A nan share (a seed with no (c) lead) clears nothing, so it misses too.
-    missed = [_percent(v) for v in share["per_seed"] if not _clears(v, v, claim.target)]
+    missed = [format_share(v) for v in share["per_seed"] if not _clears(v, v, claim.target)]
     return _every_seed(share, missed)
 
 
@@ -208,7 +208,7 @@ def _share(transfer: float, lead: float) -> float:
     return transfer / lead if lead > 0 else float("nan")
 
 
-def _percent(share: float) -> str:
+def format_share(share: float) -> str:
     return f"{100 * share:.1f}%" if share == share else "no lead"  # nan: the seed has no (c) lead to keep
 
 
@@ -234,61 +234,3 @@ def incentive_ablation(train: dict[str, list[dict]]) -> dict[str, dict[str, dict
                 low, high = lead[1] or (None, None)
                 out[arm][name] = {"measured": lead[0], "low": low, "high": high}
     return out
-
-
-def ablation_markdown(ablation: dict[str, dict[str, dict]]) -> list[str]:
-    if not ablation:
-        return []
-    names = list(dict.fromkeys(k for row in ablation.values() for k in row))
-    lines = [
-        "### The incentive ablation (setting − α = β = 0, same seeds and problems; points, 95% paired interval)\n",
-        "| setting | " + " | ".join(n.replace("_", " ") for n in names) + " |",
-        "|---|" + "---|" * len(names),
-    ]
-    for arm, row in ablation.items():
-        label = ARMS[arm].ablation
-        cells = [_span(row[n]) if n in row else "–" for n in names]
-        lines.append(f"| {label} ({arm}) | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Final turn: accuracy; the others: the behaviour's rate, turns ≥ 1 and agents pooled (docs/metrics.md, "
-        "behaviours; conformity error and stubbornness are better lower). Targets: α1 raises self-correction, β0 "
-        "persuasion, with the interval above 0.",
-        "",
-    ]
-    return lines
-
-
-def _span(c: dict) -> str:
-    return f"{c['measured']:+.1f}" + ("" if c["low"] is None else f" [{c['low']:+.1f}, {c['high']:+.1f}]")
-
-
-def claims_markdown(claims: list[dict]) -> list[str]:
-    if not claims:
-        return []
-    lines = [
-        "### The claims, measured (final turn, points, 95% paired bootstrap interval; train task unless marked)\n",
-        "| claim | measured | 95% interval | target | verdict |",
-        "|---|---|---|---|---|",
-    ]
-    for c in claims:
-        if "transfer" in c:  # a share of (c), shown as a percentage beside the transfer gain in points
-            measured = f"{c['transfer']:+.1f} ({100 * c['measured']:.1f}%)"
-            if len(c.get("per_seed", [])) > 1:
-                measured += " (seeds " + " / ".join(map(_percent, c["per_seed"])) + ")"
-            span = "–" if c["low"] is None else f"[{100 * c['low']:.1f}%, {100 * c['high']:.1f}%]"
-        else:
-            measured = f"{c['measured']:+.1f}"
-            if len(c.get("per_seed", [])) > 1:
-                measured += " (seeds " + " / ".join(f"{v:+.1f}" for v in c["per_seed"]) + ")"
-            span = "–" if c["low"] is None else f"[{c['low']:+.1f}, {c['high']:+.1f}]"
-        lines.append(f"| {c['claim']} | {measured} | {span} | {c['target']} | {c['verdict']} |")
-    lines += [
-        "",
-        "Established: the whole interval clears the target, and so does every seed's value; – where an evaluation "
-        "predates per-problem accuracies. "
-        "The interval resamples problems, not runs: the seeds' own values stand beside the mean. "
-        "Incentive rows: the arm's rate of the behaviour minus α = β = 0's (points; docs/metrics.md, behaviours).",
-        "",
-    ]
-    return lines

@@ -13,6 +13,7 @@ from pathlib import Path
 from maporl.errors import UsageError
 from maporl.evaluate import table_rows
 from maporl.study.figures import pyplot, save_figure
+from maporl.study.tables import results_html
 
 MAX_TRANSCRIPTS = 300  # embedded in the page; the JSONL files keep them all
 
@@ -196,26 +197,6 @@ def metrics_table(m: dict) -> str:
     return f"<table>{head}{body}</table><p class='meta'>{m['num_problems']} problems{note}</p>"
 
 
-def markdown_to_html(text: str) -> str:
-    """The small markdown subset results.md uses: ### headings, pipe tables, paragraphs."""
-    out, table = [], []
-    for line in [*text.splitlines(), ""]:
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if not all(set(c) <= set("-: ") for c in cells):
-                tag = "th" if not table else "td"
-                table.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
-            continue
-        if table:
-            out.append("<table>" + "".join(table) + "</table>")
-            table = []
-        if line.startswith("### "):
-            out.append(f"<h3>{html.escape(line[4:])}</h3>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    return "\n".join(out)
-
-
 def write_report(run_dir: Path) -> Path:
     """Write run_dir/report.html (and run_dir/plots/*.png); returns the page's path."""
     run_dir = Path(run_dir)
@@ -225,7 +206,7 @@ def write_report(run_dir: Path) -> Path:
     results = run_dir / "results.json"
     if results.is_file():
         res = json.loads(results.read_text())
-        sections.append("<h2>Results</h2>" + markdown_to_html((run_dir / "results.md").read_text()))
+        sections.append("<h2>Results</h2>" + results_html(res))
         sections += [_img(p) for p in plot_methods(res, plots)]
         for method in res["methods"]:
             transcripts += _read_jsonl(run_dir / method / "seed0" / "eval_train_task" / "transcripts.jsonl")[:60]
