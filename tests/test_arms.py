@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_reproduce import evaluation
 
 from maporl.config import load_config, with_overrides
 from maporl.study.arms import ARMS, DEFAULT_ARMS, PAPER, Arm, Claim, _co_training
@@ -48,10 +49,7 @@ def test_an_arm_is_one_entry(tmp_path, monkeypatch):
         return None, cfg
 
     def fake_evaluate(cfg, ckpt, task_name, out):
-        acc = {"untrained": 0.4, "single_agent_rl": 0.5}.get(out.parent.parent.name, 0.7)
-        m = {"acc_per_turn": [acc, acc], "majority_per_turn": [acc, acc], "wrong_to_right": [0.1],
-             "right_to_wrong": [0.1], "any_correct_per_turn": [acc, acc], "problem_ids": ["p", "q"],
-             "acc_per_problem_turn": [[acc, acc], [acc, acc]]}  # fmt: skip
+        m = evaluation({"untrained": 0.4, "single_agent_rl": 0.5}.get(out.parent.parent.name, 0.7))
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(m))
         return m

@@ -72,17 +72,6 @@ def test_markdown_rows():
     assert "same problems" not in table  # that baseline was not run
 
 
-def test_without_per_problem_accuracies_no_interval_and_never_established():
-    evals = {m: method(FLAT, FLAT) for m in ("untrained", "single_agent_rl", "maporl")}
-    for e in evals.values():
-        for runs in e.values():
-            for run in runs:
-                del run["acc_per_problem_turn"], run["problem_ids"]
-    rows = measure_claims(evals)
-    assert all(r["low"] is None and r["verdict"] == "not established" for r in rows)
-    assert "| – |" in claims_markdown(rows)
-
-
 def test_a_subset_of_methods_gets_the_claims_it_measures_and_other_problems_are_refused():
     claims = [r["claim"] for r in measure_claims({"untrained": method(FLAT, FLAT), "maporl": method(FLAT, FLAT)})]
     assert claims == [  # no single-agent RL: no (b)
@@ -122,11 +111,6 @@ def test_incentive_arm_against_no_incentives_on_the_behaviour_it_targets():
     (row,) = measure_claims({"maporl_no_incentives": none, "maporl_alpha1_only": arm("01 00 00", "00 00 00")})
     assert (row["measured"], row["low"], row["high"]) == pytest.approx((100 / 6, 0.0, 100 / 3))
     assert row["verdict"] == "not established" and row["target"] == "> +0"
-    # Evaluations saved before correct_per_problem: the rate difference from the pooled counts, no interval.
-    older = arm("01 00 00", "00 00 00")
-    del older["train_task"][0]["correct_per_problem"]
-    (row,) = measure_claims({"maporl_no_incentives": none, "maporl_alpha1_only": older})
-    assert row["measured"] == pytest.approx(100 / 6) and row["low"] is None and row["verdict"] == "not established"
 
 
 def test_each_claim_b_trial_gets_its_row_against_single_agent_rl():

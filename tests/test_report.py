@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from maporl.cli import main
+from maporl.study.behaviour import behaviour_metrics, parse_correct
 from maporl.study.report import write_report
 from maporl.study.reproduce import steps_trained
 
@@ -52,8 +53,13 @@ def fake_run(path):
         "wrong_to_right": [0.33],
         "right_to_wrong": [0.16],
         "consensus_per_turn": [0.33, 1.0],
+        "any_correct_per_turn": [0.66, 1.0],
         "parse_rate": 1.0,
+        "problem_ids": ["p", "p", "p"],
+        "acc_per_problem_turn": [[0.5, 1.0], [1.0, 0.5], [0.0, 0.0]],
+        "correct_per_problem": ["01 11", "11 10", "00 00"],
     }
+    metrics["behaviour"] = behaviour_metrics(parse_correct(metrics["correct_per_problem"]))
     (path / "eval.json").write_text(json.dumps(metrics))
     trs = [
         transcript([["4", "5"], ["5", "5"]]),  # wrong -> right, final all right
@@ -95,6 +101,25 @@ def test_report_of_nothing_is_a_usage_error(tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
+def test_a_file_in_another_format_is_refused_in_one_line_naming_it(tmp_path, capsys):
+    """An eval.json or results.json lacking a key of the current format: one line names the file, what it lacks
+    and how to write it again."""
+    fake_run(tmp_path)
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    del metrics["behaviour"], metrics["any_correct_per_turn"]
+    (tmp_path / "eval.json").write_text(json.dumps(metrics))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'eval.json'} is in a format" in err
+    assert "(no any_correct_per_turn, behaviour); evaluate the team again" in err
+    (tmp_path / "eval.json").unlink()
+    (tmp_path / "results.json").write_text(json.dumps({"methods": {}}))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'results.json'} is in a format" in err
+    assert "(no train_task, transfer_task, seeds); rewrite it with `maporl reproduce --tables-only`" in err
+
+
 def test_blocks_render_as_markdown_and_html():
     from maporl.study.document import Heading, Paragraph, Table, to_html, to_markdown
 
@@ -109,10 +134,11 @@ def test_blocks_render_as_markdown_and_html():
 def test_the_reports_results_tables_keep_every_column(tmp_path):
     """The report's tables come from results.json, not from results.md read back: the incentive table's "share of
     |A|" (escaped as \\|A\\| in markdown) is one column, and every row has as many cells as the header."""
+    from test_reproduce import evaluation as reproduce_evaluation
+
     from maporl.study.tables import results_markdown, summarize
 
-    evaluation = {"acc_per_turn": [0.5, 0.6], "majority_per_turn": [0.5, 0.6], "wrong_to_right": [0.2],
-                  "right_to_wrong": [0.1], "any_correct_per_turn": [0.7, 0.7]}  # fmt: skip
+    evaluation = reproduce_evaluation(0.5)
     incentives = {"incentive/corrective/adopt": 0.1, "incentive_adv/corrective/adopt": 0.5, "incentive_adv/kept": 0.7,
                   "incentive_adv/abs_share": 0.2}  # fmt: skip
     run = {"seed": 0, "steps": 3, "sec_per_step": 1.0, "incentives": incentives, "train_task": [0.5, 0.6],

@@ -9,21 +9,36 @@ import pytest
 from conftest import tiny_cfg
 
 from maporl.config import load_config
+from maporl.errors import UsageError
 from maporl.study.arms import ARMS, DEFAULT_ARMS
 from maporl.study.settings import load_study
+
+
+def evaluation(acc: float) -> dict:
+    """A whole eval.json (every key of evaluate.EVAL_KEYS): two problems, 3 agents, two turns, the team's accuracy
+    `acc` at both; problem p has a persuasion opportunity, q three self-correction ones (behaviour.py)."""
+    from maporl.study.behaviour import behaviour_metrics, parse_correct
+
+    correct = ["11 00 00", "00 00 00"]
+    return {"num_problems": 2, "num_agents": 3, "num_turns": 2, "acc_per_turn": [acc, acc],
+            "majority_per_turn": [acc, acc], "acc_per_agent_turn": [[acc, acc]] * 3, "wrong_to_right": [0.1],
+            "right_to_wrong": [0.1], "consensus_per_turn": [1.0, 1.0], "any_correct_per_turn": [acc, acc],
+            "parse_rate": 1.0, "behaviour": behaviour_metrics(parse_correct(correct)), "problem_ids": ["p", "q"],
+            "acc_per_problem_turn": [[acc, acc], [acc, acc]], "correct_per_problem": correct}  # fmt: skip
 
 
 def test_summarize_over_seeds_by_hand():
     from maporl.study.reproduce import summarize
 
-    def seed(acc: list[float], any_right: list[float] | None) -> dict:
-        m = {"acc_per_turn": acc, "majority_per_turn": acc, "wrong_to_right": [0.1], "right_to_wrong": [0.3]}
-        return m | ({"any_correct_per_turn": any_right} if any_right else {})
+    def seed(acc: list[float], any_right: list[float]) -> dict:
+        m = evaluation(0.0) | {"acc_per_turn": acc, "majority_per_turn": acc, "right_to_wrong": [0.3]}
+        return m | {"any_correct_per_turn": any_right}
 
     s = summarize([seed([0.4, 0.5], [0.6, 0.7]), seed([0.6, 0.7], [0.8, 0.7])])
     assert s["acc_mean"] == pytest.approx([0.5, 0.6]) and s["acc_std"] == pytest.approx([0.1, 0.1])
     assert s["any_correct_mean"] == pytest.approx([0.7, 0.7]) and s["any_correct_std"] == pytest.approx([0.1, 0.0])
-    assert "any_correct_mean" not in summarize([seed([0.4, 0.5], [0.6, 0.7]), seed([0.6, 0.7], None)])
+    # Opportunities and events summed over the seeds: persuasion's 2 (agent 0 right, both peers wrong) twice.
+    assert s["behaviour"]["persuasion"] == {"count_per_turn": [4], "events_per_turn": [0]}
 
 
 def _fake_runs(monkeypatch, fake_train, accuracy: dict[str, float]) -> None:
@@ -32,10 +47,7 @@ def _fake_runs(monkeypatch, fake_train, accuracy: dict[str, float]) -> None:
     from maporl.study import reproduce as rep
 
     def fake_evaluate(cfg, ckpt, task_name, out):
-        acc = accuracy.get(out.parent.parent.name, 0.7)
-        m = {"acc_per_turn": [acc, acc], "majority_per_turn": [acc, acc], "wrong_to_right": [0.1],
-             "right_to_wrong": [0.1], "any_correct_per_turn": [acc, acc], "problem_ids": ["p", "q"],
-             "acc_per_problem_turn": [[acc, acc], [acc, acc]]}  # fmt: skip
+        m = evaluation(accuracy.get(out.parent.parent.name, 0.7))
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps(m))
         return m
@@ -47,7 +59,6 @@ def _fake_runs(monkeypatch, fake_train, accuracy: dict[str, float]) -> None:
 
 def test_reproduce_writes_tables_after_every_run(tmp_path, monkeypatch):
     """A comparison cut off part-way keeps the tables of what it evaluated, marked partial; --resume completes them."""
-    from maporl.errors import UsageError
     from maporl.study import reproduce as rep
 
     cut_off = {"on": True}
@@ -114,9 +125,9 @@ def test_incentive_ablations_run_by_name_with_one_incentive_each(tmp_path, monke
     ]  # fmt: skip
 
 
-def test_resume_accepts_a_comparison_saved_before_a_setting_existed(tmp_path):
-    """A setting added to maporl since a comparison started (at its default) does not stop it resuming; a changed
-    setting does."""
+def test_resume_compares_the_settings_not_the_files_text(tmp_path):
+    """A key the saved config leaves out takes its default, as in any config file; a changed setting, or one maporl
+    does not know, stops the resume."""
     import yaml
 
     from maporl.study import reproduce as rep
@@ -124,7 +135,7 @@ def test_resume_accepts_a_comparison_saved_before_a_setting_existed(tmp_path):
     cfg = load_study(None, ["reproduce.budget_min=1"])
     saved = tmp_path / "config.yaml"
     older = yaml.safe_load(rep._settings(*cfg))
-    del older["ray"]  # as written before the ray section existed
+    del older["ray"]  # a section left out: its defaults
     saved.write_text(yaml.safe_dump(older))
     assert rep._same_settings(saved, *cfg)
     assert not rep._same_settings(saved, *load_study(None, ["reproduce.budget_min=2"]))
@@ -142,7 +153,7 @@ def _metrics(run_dir, seconds: list[float]) -> None:
 def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(tmp_path, monkeypatch):
     """Each (seed, method) records its steps and seconds per step in done.json; the per-seed table shows them; a
     comparison whose metrics.jsonl files are gone (as kept in git) still resumes, and the same-problems baseline
-    still takes maporl's step count from done.json."""
+    still takes maporl's step count from done.json. A done.json without them is refused, naming the file."""
     from maporl.study import reproduce as rep
 
     given_steps = {}
@@ -157,12 +168,11 @@ def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(t
     rep.reproduce(*cfg, tmp_path, quiet=True)
     done = json.loads((tmp_path / "maporl" / "seed0" / "done.json").read_text())
     assert (done["steps"], done["sec_per_step"]) == (3, 4.0)
-    older = {
-        k: v for k, v in done.items() if k not in ("steps", "sec_per_step", "incentives")
-    }  # before they were kept
+    older = {k: v for k, v in done.items() if k not in ("steps", "sec_per_step", "incentives")}
     (tmp_path / "maporl" / "seed0" / "done.json").write_text(json.dumps(older))
-    rep.reproduce(*cfg, tmp_path, resume=True, quiet=True)  # reads back, and backfills from metrics.jsonl
-    assert json.loads((tmp_path / "maporl" / "seed0" / "done.json").read_text()) == done
+    with pytest.raises(UsageError, match=r"maporl/seed0/done.json is in a format .* \(no steps, sec_per_step, inc"):
+        rep.reproduce(*cfg, tmp_path, resume=True, quiet=True)
+    (tmp_path / "maporl" / "seed0" / "done.json").write_text(json.dumps(done))
     for metrics in tmp_path.glob("*/seed0/metrics.jsonl"):
         metrics.unlink()
     assert rep.steps_trained(tmp_path / "maporl" / "seed0") == 3
@@ -187,16 +197,14 @@ def test_done_json_keeps_steps_so_a_comparison_resumes_without_its_large_files(t
     assert "| untrained | 40.0 / 40.0 | 40.0 |" in table
 
 
-def test_run_stats_and_steps_trained_from_metrics(tmp_path):
-    """Without a step count in done.json, the steps come from metrics.jsonl (rows with a step time)."""
+def test_run_stats_from_metrics(tmp_path):
+    """A run's steps and mean seconds per step come from its metrics.jsonl (rows with a step time)."""
     from maporl.study import reproduce as rep
 
     run = tmp_path / "maporl" / "seed0"
     _metrics(run, [1.0, 3.0])
     assert rep.run_stats(run) == {"steps": 2, "sec_per_step": 2.0, "incentives": {}}
     assert rep.run_stats(tmp_path / "untrained" / "seed0") == {}
-    (run / "done.json").write_text(json.dumps({"method": "maporl", "seed": 0, "minutes": 1.0}))
-    assert rep.steps_trained(run) == 2  # from metrics.jsonl
 
 
 def test_methods_all_runs_every_arm_in_table_order(tmp_path, monkeypatch, capsys):
@@ -258,28 +266,38 @@ def test_incentive_table_pools_each_runs_means_over_seeds():
     assert incentives_blocks({"methods": {"untrained": {"per_seed": [{"seed": 0}]}}}) == []
 
 
-def test_an_older_evaluation_is_recomputed_from_its_transcripts_when_read_back(tmp_path):
-    """eval.json without correct_per_problem, with its transcripts still on disk: read_eval recomputes it (same
-    accuracies, plus the newer keys) and rewrites it; without transcripts it is read as it is."""
-    from maporl.evaluate import team_metrics
-    from maporl.records import Answer, Problem, Transcript, write_transcripts
-    from maporl.study.reproduce import read_eval
+def test_the_eval_format_is_what_team_metrics_writes():
+    from maporl.evaluate import EVAL_KEYS, team_metrics
+    from maporl.records import Answer, Problem, Transcript
     from maporl.tasks import get_task
 
-    def answers(parsed):
-        return tuple(tuple(Answer(i, t, (), "", p) for i, p in enumerate(row)) for t, row in enumerate(parsed))
+    answers = tuple(tuple(Answer(i, t, (), "", p) for i, p in enumerate(row)) for t, row in enumerate([["3", "1"]]))
+    metrics = team_metrics([Transcript(Problem("p", "q", "3", "t"), answers)], get_task("arith_chain"))
+    assert tuple(metrics) == EVAL_KEYS and set(evaluation(0.5)) == set(EVAL_KEYS)
 
-    transcripts = [Transcript(Problem("p", "q", "3", "t"), answers([["3", "1"], ["3", "3"]]))]
-    full = team_metrics(transcripts, get_task("arith_chain"))
-    older = {k: v for k, v in full.items() if k != "correct_per_problem"}
-    for name, with_transcripts in (("kept", True), ("gone", False)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "eval.json").write_text(json.dumps(older))
-        if with_transcripts:
-            write_transcripts(tmp_path / name / "transcripts.jsonl", transcripts)
-    assert read_eval(tmp_path / "kept", "arith_chain") == full and full["correct_per_problem"] == ["11 01"]
-    assert json.loads((tmp_path / "kept" / "eval.json").read_text()) == full
-    assert read_eval(tmp_path / "gone", "arith_chain") == older
+
+def test_an_evaluation_in_another_format_is_refused_in_one_line_naming_it(tmp_path, monkeypatch):
+    """A comparison whose eval.json lacks a key of the current format (here correct_per_problem) is not read back:
+    one line names the file and how to write it again."""
+    from maporl.study import reproduce as rep
+
+    def fake_train(method, cfg, run_dir, quiet, steps=0, solo_share=0.0):
+        _metrics(run_dir, [1.0])
+        return None, cfg
+
+    _fake_runs(monkeypatch, fake_train, {})
+    cfg = load_study(None, ["reproduce.methods=[untrained,maporl]"])
+    rep.reproduce(*cfg, tmp_path, quiet=True)
+    saved = tmp_path / "maporl" / "seed0" / "eval_train_task" / "eval.json"
+    saved.write_text(
+        json.dumps({k: v for k, v in json.loads(saved.read_text()).items() if k != "correct_per_problem"})
+    )
+    with pytest.raises(UsageError) as e:
+        rep.reproduce(*cfg, tmp_path, resume=True, quiet=True)
+    assert str(e.value) == (
+        f"{saved} is in a format this version of maporl does not read (no correct_per_problem); evaluate the team "
+        "again to write it"
+    )
 
 
 def test_claim_b_trials_change_only_what_they_name_and_a_shared_adapter_is_evaluated_shared():

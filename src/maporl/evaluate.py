@@ -8,12 +8,20 @@ right_to_wrong[t-1] exactly.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
+from maporl.errors import UsageError
 from maporl.records import Transcript, answer_grid
 from maporl.study.behaviour import behaviour_metrics
 from maporl.tasks import Task
+
+# What `team_metrics` returns, and so what an eval.json holds (commands add timings beside them).
+EVAL_KEYS = ("num_problems", "num_agents", "num_turns", "acc_per_turn", "majority_per_turn", "acc_per_agent_turn",
+             "wrong_to_right", "right_to_wrong", "consensus_per_turn", "any_correct_per_turn", "parse_rate",
+             "behaviour", "problem_ids", "acc_per_problem_turn", "correct_per_problem")  # fmt: skip
 
 
 def majority(answers: Sequence[str | None]) -> str | None:
@@ -70,6 +78,31 @@ def team_metrics(transcripts: Sequence[Transcript], task: Task) -> dict:
     }
 
 
+def read_json(path: Path, keys: Iterable[str], remedy: str) -> dict:
+    """A JSON object maporl wrote to `path`, with every key of its current format in `keys`; anything else is
+    refused in one line naming the file, then `remedy` (how to write it again)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path} cannot be read ({e}); {remedy}") from None
+    check_format(path, data, keys, remedy)
+    return data
+
+
+def check_format(path: Path, data: object, keys: Iterable[str], remedy: str, where: str = "") -> None:
+    """Refuse `data` (read from `path`; `where`: its place in the file) unless it is an object with every key."""
+    missing = [f"{where}{k}" for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise UsageError(
+            f"{path} is in a format this version of maporl does not read (no {', '.join(missing[:3])}); {remedy}"
+        )
+
+
+def read_eval(path: Path) -> dict:
+    """An eval.json as `team_metrics` wrote it (`maporl eval`, a training run's final evaluation, reproduce)."""
+    return read_json(path, EVAL_KEYS, "evaluate the team again to write it")
+
+
 def _percent(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.1f}%"
 
@@ -82,12 +115,11 @@ def table_rows(m: dict) -> list[tuple[str, list[str]]]:
         ("team mean", m["acc_per_turn"]),
         ("majority vote", m["majority_per_turn"]),
         ("consensus", m["consensus_per_turn"]),
+        ("any agent right", m["any_correct_per_turn"]),
     ]
-    if "any_correct_per_turn" in m:  # eval.json files written before it was added lack it
-        rows.append(("any agent right", m["any_correct_per_turn"]))
     rows += [("wrong→right", [None, *m["wrong_to_right"]]), ("right→wrong", [None, *m["right_to_wrong"]])]
     cells = [(name, [_percent(v) for v in vs]) for name, vs in rows]
-    for name, b in m.get("behaviour", {}).items():  # evaluations written before the behaviours lack them
+    for name, b in m["behaviour"].items():
         turns = [f"{_percent(r) or '–'} ({n})" for r, n in zip(b["rate_per_turn"], b["count_per_turn"], strict=True)]
         cells.append((name.replace("_", " "), ["", *turns]))
     return cells
@@ -100,8 +132,7 @@ def format_table(m: dict) -> str:
     head = f"{'':<18}" + "".join(f"{'turn ' + str(t):>{width}}" for t in range(m["num_turns"]))
     lines = [head] + [f"{name.replace('→', '->'):<18}" + "".join(f"{c:>{width}}" for c in cs) for name, cs in rows]
     lines.append(f"problems: {m['num_problems']}, answers parsed: {100 * m['parse_rate']:.1f}%")
-    if "behaviour" in m:
-        lines.append("behaviours: rate (opportunities), turns >= 1; definitions in docs/metrics.md")
+    lines.append("behaviours: rate (opportunities), turns >= 1; definitions in docs/metrics.md")
     return "\n".join(lines)
 
 

@@ -8,7 +8,6 @@ source, is `arms.ARMS`.
 A claim is "established" only when its whole interval clears the target (the lower bound for "at least" targets, the
 upper bound for "at most") and so does every seed's own value, "not established" otherwise: a point estimate that
 meets the target with an interval reaching below it is not evidence enough, nor is a mean one run carries.
-Evaluations written before per-problem accuracies were kept give the point estimate from the means and no interval.
 """
 
 from __future__ import annotations
@@ -22,17 +21,15 @@ from maporl.study.stats import NoOpportunity, paired_difference, paired_rate_dif
 Evals = dict[str, dict[str, list[dict]]]  # method -> task key -> one eval.json dict per seed, in seed order
 
 
-def _problems(evals: list[dict], score: Callable[[list[float]], float]) -> list[list[float]] | None:
-    """Per seed, `score` (points) of every problem's per-turn accuracies; None when an evaluation lacks them."""
-    if not all("acc_per_problem_turn" in e for e in evals):
-        return None
+def _problems(evals: list[dict], score: Callable[[list[float]], float]) -> list[list[float]]:
+    """Per seed, `score` (points) of every problem's per-turn accuracies."""
     return [[100 * score(row) for row in e["acc_per_problem_turn"]] for e in evals]
 
 
 def _shared_problems(*teams: list[dict]) -> bool:
     """Were every seed of every team evaluated on the same problems, in the same order (the same eval.seed)?"""
-    ids = [e.get("problem_ids") for team in teams for e in team]
-    return len(ids) > 1 and ids[0] is not None and all(i == ids[0] for i in ids)
+    ids = [e["problem_ids"] for team in teams for e in team]
+    return len(ids) > 1 and all(i == ids[0] for i in ids)
 
 
 def _by_problem(per_seed: list[list[float]]) -> list[list[float]]:
@@ -43,11 +40,11 @@ def _by_problem(per_seed: list[list[float]]) -> list[list[float]]:
     return [[sum(column) / len(column) for column in zip(*per_seed, strict=True)]]
 
 
-def _strata(per_seed: list[list[float]] | None, *teams: list[dict]) -> list[list[float]] | None:
-    return _by_problem(per_seed) if per_seed is not None and _shared_problems(*teams) else per_seed
+def _strata(per_seed: list[list[float]], *teams: list[dict]) -> list[list[float]]:
+    return _by_problem(per_seed) if _shared_problems(*teams) else per_seed
 
 
-def _gain(evals: list[dict]) -> tuple[float, list[list[float]] | None]:
+def _gain(evals: list[dict]) -> tuple[float, list[list[float]]]:
     """Final − turn 0 within one team: (mean over seeds of the means, per-problem differences to resample)."""
     mean = sum(_seed_gains(evals)) / len(evals)
     return mean, _strata(_problems(evals, lambda row: row[-1] - row[0]), evals)
@@ -79,13 +76,11 @@ def _seed_gains(evals: list[dict]) -> list[float]:
     return [100 * (e["acc_per_turn"][-1] - e["acc_per_turn"][0]) for e in evals]
 
 
-def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]] | None]:
+def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]]]:
     """Final turn of team a − team b, paired problem by problem within each seed (the seeds both have)."""
     leads = _seed_leads(a, b)
     mean = sum(leads) / len(leads)
     a, b = _paired(a, b)
-    if not all("acc_per_problem_turn" in e for e in a + b):
-        return mean, None
     _check_same_problems(a, b)
     diffs = [
         [100 * (p[-1] - q[-1]) for p, q in zip(x["acc_per_problem_turn"], y["acc_per_problem_turn"], strict=True)]
@@ -94,41 +89,28 @@ def _lead(a: list[dict], b: list[dict]) -> tuple[float, list[list[float]] | None
     return mean, _strata(diffs, a, b)
 
 
-def _behaviour_lead(a: list[dict], b: list[dict], name: str) -> tuple[float, tuple[float, float] | None] | None:
-    """Behaviour `name`'s rate (points, turns >= 1 and agents pooled) of team a − team b on the same problems, with
-    its paired interval where both have per-problem correctness (else from the pooled counts, no interval; None
-    where an evaluation predates the behaviours)."""
+def _behaviour_lead(a: list[dict], b: list[dict], name: str) -> tuple[float, float, float]:
+    """Behaviour `name`'s rate (points, turns >= 1 and agents pooled) of team a − team b on the same problems (the
+    seeds both have), with its paired interval: (difference, low, high)."""
     a, b = _paired(a, b)
-    if not a:
-        return None
-    if all("correct_per_problem" in e for e in a + b):
-        _check_same_problems(a, b)
-        counts = [[behaviour_per_problem(parse_correct(e["correct_per_problem"]))[name] for e in t] for t in (a, b)]
-        if _shared_problems(a, b):  # each problem's events and opportunities summed over seeds (see _by_problem)
-            counts = [[tuple(map(_sum_columns, zip(*seeds, strict=True)))] for seeds in counts]
-        diff, low, high = paired_rate_difference(*counts)
-        return 100 * diff, (100 * low, 100 * high)
-
-    if not all("behaviour" in e for e in a + b):
-        return None
-
-    def rate(evals: list[dict]) -> float:
-        events = sum(sum(e["behaviour"][name]["events_per_turn"]) for e in evals)
-        return events / max(1, sum(sum(e["behaviour"][name]["count_per_turn"]) for e in evals))
-
-    return 100 * (rate(a) - rate(b)), None
+    _check_same_problems(a, b)
+    counts = [[behaviour_per_problem(parse_correct(e["correct_per_problem"]))[name] for e in t] for t in (a, b)]
+    if _shared_problems(a, b):  # each problem's events and opportunities summed over seeds (see _by_problem)
+        counts = [[tuple(map(_sum_columns, zip(*seeds, strict=True)))] for seeds in counts]
+    diff, low, high = paired_rate_difference(*counts)
+    return 100 * diff, 100 * low, 100 * high
 
 
 def _sum_columns(rows: tuple[list[int], ...]) -> list[int]:
     return [sum(column) for column in zip(*rows, strict=True)]
 
 
-def _row(label: str, measured: tuple[float, list[list[float]] | None], target: Target, per_seed: list[float]) -> dict:
+def _row(label: str, measured: tuple[float, list[list[float]]], target: Target, per_seed: list[float]) -> dict:
     """A claim's row. `per_seed` (points, one per seed) goes beside the interval because the bootstrap resamples
     problems, not runs: two runs of one seed can differ by more than the interval is wide. Established only where
     the interval and every seed's value clear the target."""
     mean, diffs = measured
-    low, high = (None, None) if diffs is None else paired_difference(diffs)[1:]
+    low, high = paired_difference(diffs)[1:]
     row = _verdict(label, mean, low, high, target) | {"per_seed": per_seed}
     return _every_seed(row, [f"{v:+.1f}" for v in per_seed if not _clears(v, v, target)])
 
@@ -142,12 +124,13 @@ def _every_seed(row: dict, missed: list[str]) -> dict:
 
 
 def _clears(low: float | None, high: float | None, target: Target) -> bool:
+    """Does [low, high] clear `target`? A share with no interval (None: no (c) lead to take it of) clears nothing."""
     if low is None or high is None:
         return False
     return {">=": low >= target.value, ">": low > target.value, "<=": high <= target.value}[target.op]
 
 
-def _verdict(label: str, mean: float, low: float | None, high: float | None, target: Target) -> dict:
+def _verdict(label: str, mean: float, low: float, high: float, target: Target) -> dict:
     return {"claim": label, "measured": mean, "low": low, "high": high, "target": target.text(),
             "verdict": "established" if _clears(low, high, target) else "not established"}  # fmt: skip
 
@@ -174,16 +157,12 @@ def _measure(claim: Claim, evals: Evals, name: str) -> dict | None:
         return _row(claim.label, _lead(train, other), claim.target, _seed_leads(train, other))
     if claim.measure == "transfer_share":
         return _transfer_share(claim, evals[name], evals[claim.against])
-    measured = _behaviour_lead(train, other, claim.behaviour)
-    if measured is None:
-        return None
-    mean, span = measured
-    return _verdict(claim.label, mean, *(span or (None, None)), claim.target)
+    return _verdict(claim.label, *_behaviour_lead(train, other, claim.behaviour), claim.target)
 
 
 def _transfer_share(claim: Claim, arm: dict[str, list[dict]], base: dict[str, list[dict]]) -> dict:
     """(d): the arm's lead over `base` on the transfer task as a share of its lead on the training task ((c)), with
-    a ratio interval where both leads have per-problem differences."""
+    a ratio interval where there is a (c) lead to take a share of."""
     over_base = _lead(arm["train_task"], base["train_task"])
     transfer = _lead(arm["transfer_task"], base["transfer_task"])
     share = {"claim": claim.label, "transfer": transfer[0], "target": claim.target.text()}
@@ -195,7 +174,7 @@ def _transfer_share(claim: Claim, arm: dict[str, list[dict]], base: dict[str, li
     )
     share["per_seed"] = [_share(kept, lead) for kept, lead in seeds]
     share["low"] = share["high"] = None
-    if transfer[1] is not None and over_base[1] is not None and over_base[0] > 0:
+    if over_base[0] > 0:
         share["low"], share["high"] = ratio_of_differences(transfer[1], over_base[1])[1:]
     share["verdict"] = "established" if _clears(share["low"], share["high"], claim.target) else "not established"
     # A nan share (a seed with no (c) lead) clears nothing, so it misses too.
@@ -215,22 +194,19 @@ def format_share(share: float) -> str:
 def incentive_ablation(train: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
     """Each incentive setting that ran (the arms with an `ablation` name in ARMS: maporl's default weights, then the
     paper's arms) against α = β = 0 on the seeds both have: the final turn's accuracy and every behaviour's rate,
-    each {measured, low, high} in points with its 95% paired interval (low/high None where an evaluation predates
-    per-problem results)."""
+    each {measured, low, high} in points with its 95% paired interval."""
     base = train.get(NO_INCENTIVES)
     out: dict[str, dict[str, dict]] = {}
     for arm in (name for name, arm in ARMS.items() if arm.ablation):
         if not base or arm not in train or not _paired(train[arm], base)[0]:
             continue
         mean, diffs = _lead(train[arm], base)
-        low, high = (None, None) if diffs is None else paired_difference(diffs)[1:]
+        low, high = paired_difference(diffs)[1:]
         out[arm] = {"final_turn": {"measured": mean, "low": low, "high": high}}
         for name in BEHAVIOURS:
             try:
                 lead = _behaviour_lead(train[arm], base, name)
             except NoOpportunity:  # a cell with no rate: "–"
                 continue
-            if lead is not None:
-                low, high = lead[1] or (None, None)
-                out[arm][name] = {"measured": lead[0], "low": low, "high": high}
+            out[arm][name] = dict(zip(("measured", "low", "high"), lead, strict=True))
     return out

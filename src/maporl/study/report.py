@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 from maporl.errors import UsageError
-from maporl.evaluate import table_rows
+from maporl.evaluate import read_eval, table_rows
 from maporl.study.figures import pyplot, save_figure
-from maporl.study.tables import results_html
+from maporl.study.tables import read_results, results_html
 
 MAX_TRANSCRIPTS = 300  # embedded in the page; the JSONL files keep them all
 
@@ -193,8 +193,8 @@ def metrics_table(m: dict) -> str:
         f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
         for name, cells in table_rows(m)
     )
-    note = "; behaviours: rate (opportunities), docs/metrics.md" if "behaviour" in m else ""
-    return f"<table>{head}{body}</table><p class='meta'>{m['num_problems']} problems{note}</p>"
+    note = "behaviours: rate (opportunities), docs/metrics.md"
+    return f"<table>{head}{body}</table><p class='meta'>{m['num_problems']} problems; {note}</p>"
 
 
 def write_report(run_dir: Path) -> Path:
@@ -205,7 +205,7 @@ def write_report(run_dir: Path) -> Path:
     plots, sections, transcripts = run_dir / "plots", [], []
     results = run_dir / "results.json"
     if results.is_file():
-        res = json.loads(results.read_text())
+        res = read_results(results)
         sections.append("<h2>Results</h2>" + results_html(res))
         sections += [_img(p) for p in plot_methods(res, plots)]
         for method in res["methods"]:
@@ -215,7 +215,7 @@ def write_report(run_dir: Path) -> Path:
         sections.append("<h2>Training</h2>" + "".join(_img(p) for p in plot_training(rows, plots)))
     eval_file = run_dir / "eval.json"
     if eval_file.is_file():
-        m = json.loads(eval_file.read_text())
+        m = read_eval(eval_file)
         sections.append("<h2>Evaluation</h2>" + metrics_table(m) + "".join(_img(p) for p in plot_eval(m, plots)))
         transcripts += _read_jsonl(run_dir / "eval_transcripts.jsonl") or _read_jsonl(run_dir / "transcripts.jsonl")
     if not sections:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from maporl.config import Config, to_dict, with_overrides
+from maporl.evaluate import read_eval, read_json
 from maporl.study.arms import ARMS, DEFAULT_ARMS
 from maporl.study.claims import incentive_ablation, measure_claims
 from maporl.study.settings import ReproduceConfig, load_study, study_yaml
@@ -37,26 +38,16 @@ def _evaluate(cfg: Config, ckpt: Path | None, task_name: str, out: Path) -> dict
     return metrics
 
 
-def read_eval(out: Path, task_name: str) -> dict:
-    """A saved evaluation. One written before eval.json kept `correct_per_problem` is recomputed from its transcripts
-    where they are still on disk (the same discussions give the same metrics, plus the newer keys) and rewritten."""
-    metrics = json.loads((out / "eval.json").read_text())
-    saved = out / "transcripts.jsonl"
-    if "correct_per_problem" not in metrics and saved.is_file():
-        from maporl.evaluate import team_metrics
-        from maporl.records import Transcript
-        from maporl.tasks import get_task
-
-        lines = saved.read_text().splitlines()
-        metrics = team_metrics([Transcript.from_json(json.loads(x)) for x in lines if x.strip()], get_task(task_name))
-        (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+def read_done(run: Path, trained: bool) -> dict:
+    """The record a finished (seed, method) wrote last, in its done.json: method, seed, budget and minutes, and for
+    a trained arm its steps, seconds per step and incentive means (what a comparison kept in git resumes from)."""
+    keys = ("method", "seed", "budget_min", "minutes", *(("steps", "sec_per_step", "incentives") if trained else ()))
+    return read_json(run / "done.json", keys, f"delete {run} and resume the comparison to run it again")
 
 
 def run_stats(run: Path) -> dict:
     """A finished training run's steps, mean seconds per step and the means over its steps of every `incentive/*`
-    and `incentive_adv/*` metric, from its metrics.jsonl ({} without one: the untrained team, or a run whose large
-    files were not kept)."""
+    and `incentive_adv/*` metric, from its metrics.jsonl ({} without one: the untrained team)."""
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         return {}
@@ -80,11 +71,8 @@ def _stats(record: dict) -> dict:
 
 
 def steps_trained(run: Path) -> int:
-    """Training steps a finished run took: from its done.json (which is all a comparison kept in git has), else
-    from its metrics.jsonl."""
-    done = run / "done.json"
-    saved = json.loads(done.read_text()).get("steps") if done.is_file() else None
-    return saved if saved is not None else run_stats(run).get("steps", 0)
+    """Training steps a finished run took, from its done.json (which is all a comparison kept in git has)."""
+    return read_done(run, trained=True)["steps"]
 
 
 def _train(
@@ -116,8 +104,8 @@ def _settings(cfg: Config, study: ReproduceConfig) -> str:
 
 
 def _same_settings(saved: Path, cfg: Config, study: ReproduceConfig) -> bool:
-    """Does the comparison saved in `saved` have these settings? Read back through the config schema, so a setting
-    added to maporl since (at its default) does not stop an older comparison from resuming."""
+    """Does the comparison saved in `saved` have these settings? Read back like any config file (a key it leaves out
+    takes its default), so what is compared is the settings, not the file's text."""
     from maporl.errors import UsageError
 
     try:
@@ -208,14 +196,11 @@ def reproduce(
             run = out / method / f"seed{seed}"
             done = run / "done.json"
             if resume and done.is_file():
-                record = json.loads(done.read_text())
-                if "incentives" not in record and (stats := run_stats(run)):  # written before done.json kept these
-                    record |= stats
-                    done.write_text(json.dumps(record))
-                earlier_minutes += record.get("minutes", 0.0)
+                record = read_done(run, ARMS[method].trained)
+                earlier_minutes += record["minutes"]
                 runs[method].append({"seed": seed, **_stats(record)})
-                for key, name in (("train_task", task), ("transfer_task", transfer_task)):
-                    scores[method][key].append({"seed": seed, **read_eval(run / f"eval_{key}", name)})
+                for key in ("train_task", "transfer_task"):
+                    scores[method][key].append({"seed": seed, **read_eval(run / f"eval_{key}" / "eval.json")})
                 if not quiet:
                     print(f"  {method:<29} seed {seed}: evaluated before, read back")
                 continue

@@ -5,29 +5,33 @@ run) that results.md and the report's HTML both render (`document.py`)."""
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
+from maporl.evaluate import check_format, read_json
 from maporl.study.arms import ARMS
 from maporl.study.claims import format_share
 from maporl.study.document import Block, Heading, Paragraph, Table, to_html, to_markdown
 
+SUMMARIZED = ("acc_per_turn", "majority_per_turn", "wrong_to_right", "right_to_wrong", "any_correct_per_turn")
+# What a method's summary of one task holds in results.json (`summarize`).
+SUMMARY_KEYS = ("behaviour", *(f"{k.replace('_per_turn', '')}_{s}" for k in SUMMARIZED for s in ("mean", "std")))
+RESULTS_KEYS = ("train_task", "transfer_task", "seeds", "budget_min", "eval_problems", "minutes", "methods", "claims",
+                "incentive_ablation")  # fmt: skip
+
 
 def summarize(per_seed: list[dict]) -> dict:
-    """Mean and std over seeds of every per-turn metric list (`any_correct_per_turn` only where every seed has it:
-    eval.json files written before it existed lack it), and per behaviour its opportunities summed over seeds and
-    its rate over them, per turn t >= 1 (where every seed has the behaviours)."""
-    out: dict = {}
-    if all("behaviour" in m for m in per_seed):
-        out["behaviour"] = {
+    """Mean and std over seeds of every per-turn metric list, and per behaviour its opportunities summed over seeds
+    (and the events), per turn t >= 1."""
+    out: dict = {
+        "behaviour": {
             name: {
                 key: [sum(c) for c in zip(*[m["behaviour"][name][key] for m in per_seed], strict=True)]
                 for key in ("count_per_turn", "events_per_turn")
             }
             for name in per_seed[0]["behaviour"]
         }
-    keys = ["acc_per_turn", "majority_per_turn", "wrong_to_right", "right_to_wrong"]
-    if all("any_correct_per_turn" in m for m in per_seed):
-        keys.append("any_correct_per_turn")
-    for key in keys:
+    }
+    for key in SUMMARIZED:
         columns = list(zip(*[m[key] for m in per_seed], strict=True))
         out[key.replace("_per_turn", "") + "_mean"] = [statistics.mean(c) for c in columns]
         out[key.replace("_per_turn", "") + "_std"] = [statistics.pstdev(c) for c in columns]
@@ -56,9 +60,8 @@ def accuracy_blocks(results: dict) -> list[Block]:
             cells = [f"{100 * a:.1f} ± {100 * d:.1f}" for a, d in zip(s["acc_mean"], s["acc_std"], strict=True)]
             gain = 100 * (s["acc_mean"][-1] - s["acc_mean"][0])
             w2r, r2w = sum(s["wrong_to_right_mean"]), sum(s["right_to_wrong_mean"])
-            ceiling = f"{100 * s['any_correct_mean'][0]:.1f}" if "any_correct_mean" in s else "–"
             rows.append([method, *cells, f"{gain:+.1f}", f"{100 * s['majority_mean'][-1]:.1f}", f"{100 * w2r:.1f}",
-                         f"{100 * r2w:.1f}", ceiling])  # fmt: skip
+                         f"{100 * r2w:.1f}", f"{100 * s['any_correct_mean'][0]:.1f}"])  # fmt: skip
         blocks += [Heading(f"{results[task_key]} ({task_key.replace('_', ' ')})"), Table(header, rows)]
     return blocks
 
@@ -83,8 +86,8 @@ def claims_blocks(claims: list[dict]) -> list[Block]:
         Heading("The claims, measured (final turn, points, 95% paired bootstrap interval; train task unless marked)"),
         Table(["claim", "measured", "95% interval", "target", "verdict"], rows),
         Paragraph(
-            "Established: the whole interval clears the target, and so does every seed's value; – where an evaluation "
-            "predates per-problem accuracies. "
+            "Established: the whole interval clears the target, and so does every seed's value; – where there is no "
+            "(c) lead to take a share of. "
             "The interval resamples problems, not runs: the seeds' own values stand beside the mean. "
             "Incentive rows: the arm's rate of the behaviour minus α = β = 0's (points; docs/metrics.md, behaviours)."
         ),
@@ -116,11 +119,7 @@ def _span(c: dict) -> str:
 
 def behaviour_blocks(results: dict) -> list[Block]:
     """Per method, each behaviour's rate at turns 1..T-1 on the train task (seeds pooled), with its opportunities."""
-    methods = {
-        m: r["train_task"]["behaviour"] for m, r in results["methods"].items() if "behaviour" in r["train_task"]
-    }
-    if not methods:
-        return []
+    methods = {m: r["train_task"]["behaviour"] for m, r in results["methods"].items()}
     names = list(next(iter(methods.values())))
     rows = []
     for method, b in methods.items():
@@ -217,8 +216,8 @@ def results_blocks(results: dict) -> list[Block]:
     """Every table of a results.json, with the notes on how it was run."""
     blocks = [
         *accuracy_blocks(results),
-        *claims_blocks(results.get("claims", [])),
-        *ablation_blocks(results.get("incentive_ablation", {})),
+        *claims_blocks(results["claims"]),
+        *ablation_blocks(results["incentive_ablation"]),
         *behaviour_blocks(results),
         *incentives_blocks(results),
         *per_seed_blocks(results),
@@ -240,10 +239,21 @@ def results_blocks(results: dict) -> list[Block]:
             f"Seeds {results['seeds']}; {results['budget_min']} min of training per method{same}; "
             f"{results['eval_problems']} held-out problems per task (accuracy %, mean ± std over seeds; transitions: "
             "share of answers over all turn pairs; ≥ 1 right: problems where at least one agent is right at turn 0, "
-            "the most a discussion can recover; – where an evaluation predates that metric)."
+            "the most a discussion can recover)."
         )
     )
     return blocks
+
+
+def read_results(path: Path) -> dict:
+    """A results.json as `maporl reproduce` writes it; one in another format is refused, naming the file."""
+    again = "rewrite it with `maporl reproduce --tables-only`"
+    results = read_json(path, RESULTS_KEYS, again)
+    for method, m in results["methods"].items():
+        check_format(path, m, ("train_task", "transfer_task", "per_seed"), again, f"methods.{method}.")
+        for task in ("train_task", "transfer_task"):
+            check_format(path, m[task], SUMMARY_KEYS, again, f"methods.{method}.{task}.")
+    return results
 
 
 def results_markdown(results: dict) -> str:
