@@ -119,14 +119,18 @@ def parser() -> argparse.ArgumentParser:
     bb.add_argument("--probe-problems", type=int, help="problems per family per probe (default 200)")
     bb.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    r = sub.add_parser("reproduce", help="the paper's comparison: baselines vs MAPoRL, one budget, results + report")
+    arms = "\n".join(f"  {name:<30} {arm.what}" for name, arm in ARMS.items())
+    r = sub.add_parser(
+        "reproduce",
+        help="the paper's comparison: baselines vs MAPoRL, one budget, results + report",
+        epilog=f"methods (study/arms.py):\n{arms}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     r.add_argument("--budget-min", type=float, help="training minutes per trained method (reproduce.budget_min, 5)")
     r.add_argument("--task", help="training and evaluation task (task.name, default arith_chain)")
     r.add_argument("--transfer-task", help="unseen task to evaluate on (reproduce.transfer_task, arith_word_unseen)")
     r.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2 (reproduce.seeds, default 0)")
-    r.add_argument(
-        "--methods", help=f"comma-separated subset of: {', '.join(ARMS)}; or all (with the ablations and trials)"
-    )
+    r.add_argument("--methods", help="comma-separated methods (listed below), or all (the ablations and trials too)")
     r.add_argument("--out", default="runs/reproduce", help="output directory (default runs/reproduce)")
     r.add_argument("--config", help="YAML config the trained methods start from (default: configs/tiny.yaml)")
     r.add_argument("--resume", action="store_true", help="keep the methods already evaluated in --out, run the rest")
