@@ -52,7 +52,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Arm:
-    what: str  # what the arm is, for `--methods` and the docs
+    what: str  # what the arm is, for `maporl reproduce --help`
     overrides: tuple[str, ...] = ()  # on the comparison's config, for training only
     default: bool = False  # part of the default comparison; the others run when named (or with `--methods all`)
     trained: bool = True  # False: the base team, evaluated as it is
@@ -64,45 +64,47 @@ class Arm:
     ablation: str = ""  # its row's name in the incentive ablation table (against maporl_no_incentives)
 
 
+# Each point target's number is maporl's acceptance criterion for the paper's finding: the paper's own numbers come
+# from other models and tasks (GSM8K, ANLI), so none carries over to the embedded base's arithmetic.
 NO_GAIN_UNTRAINED = Target(
     "<=",
     1,
-    f"{PAPER}: agents not trained to collaborate do not improve by discussing. The number is this project's "
-    "criterion for 'do not improve': the gain's interval stays at or below one point, a fifth of the gain (c) asks of "
-    "a co-trained team, so no team can meet both",
+    f"{PAPER}: agents not trained to collaborate do not improve by discussing. Criterion for 'do not improve': the "
+    "gain's interval stays at or below one point, a fifth of the gain (c) asks of a co-trained team, so no team can "
+    "meet both",
 )
 LEAD_OVER_SINGLE = Target(
     ">=",
     8,
-    f"{PAPER}: training one agent alone is not enough for collaboration; co-training does better. The number is this "
-    f"project's criterion: twice the upper end of evaluation noise ({NOISE}), so a lead that clears it is not noise",
+    f"{PAPER}: training one agent alone is not enough for collaboration; co-training does better. Criterion: twice "
+    f"the upper end of evaluation noise ({NOISE}), so a lead that clears it is not noise",
 )
 LEAD_OVER_UNTRAINED = Target(
     ">=",
     15,
-    f"{PAPER}: co-training lifts the team over the same models before post-training. The number is this project's "
-    f"criterion: about four times evaluation noise ({NOISE}), a lift no fluctuation of the untrained team explains",
+    f"{PAPER}: co-training lifts the team over the same models before post-training. Criterion: about four times "
+    f"evaluation noise ({NOISE}), a lift no fluctuation of the untrained team explains",
 )
 GAIN_OVER_TURNS = Target(
     ">=",
     5,
-    f"{PAPER}: co-trained agents get better as the discussion goes on. The number is this project's criterion: above "
-    f"evaluation noise ({NOISE}) and five times (a)'s ceiling, so the gain is the discussion's, not the evaluation's",
+    f"{PAPER}: co-trained agents get better as the discussion goes on. Criterion: above evaluation noise ({NOISE}) "
+    "and five times (a)'s ceiling, so the gain is the discussion's, not the evaluation's",
 )
 TRANSFER_SHARE = Target(
     ">=",
     0.5,
-    f"{PAPER}: the collaboration learned generalises to unseen domains. The number is this project's criterion for "
-    "'transfers': at least half of (c)'s lead over the untrained team survives on a task no training step saw, so "
-    "most of the gain is not specific to the training task",
+    f"{PAPER}: the collaboration learned generalises to unseen domains. Criterion for 'transfers': at least half of "
+    "(c)'s lead over the untrained team survives on a task no training step saw, so most of the gain is not specific "
+    "to the training task",
     share=True,
 )
 RAISES_BEHAVIOUR = Target(
     ">",
     0,
     f"{PAPER}, reward shaping: the α1 (corrective, alone) and β0 (persuasive) incentives raise the behaviour they "
-    "reward. The paper's sizes come from other models and tasks, so the target is the direction only: the rate rises, "
-    "its interval above 0",
+    "reward. Its sizes come from other models and tasks, so the target is the direction only: the rate rises, its "
+    "interval above 0",
 )
 
 
