@@ -28,7 +28,7 @@ if [ $# -eq 0 ]; then
   # training and resume, discussion, evaluation, heterogeneous teams, the pinned run and the vLLM backend's contract.
   set -- -n 2 --dist loadfile tests/test_generation.py tests/test_lora_batch.py tests/test_token_fidelity.py \
     tests/test_update_options.py tests/test_training.py tests/test_vllm.py tests/test_discussion.py \
-    tests/test_evaluate.py tests/test_heterogeneous.py tests/test_pinned_run.py tests/test_losses.py \
+    tests/test_evaluation.py tests/test_heterogeneous.py tests/test_pinned_run.py tests/test_losses.py \
     tests/test_advantages.py tests/test_rewards.py
 fi
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

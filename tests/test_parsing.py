@@ -337,19 +337,19 @@ def test_megabyte_hostile_text_is_parsed_in_bounded_time():
 def test_report_page_never_contains_raw_model_text(tmp_path_factory, text):
     import json
 
+    from maporl.evaluation import team_metrics
+    from maporl.records import Transcript
     from maporl.study.report import write_report
+    from maporl.tasks import get_task
 
     run = tmp_path_factory.mktemp("r")
+    answer = {"agent": 0, "turn": 0, "prompt": [], "response": text, "parsed": text[:5] or None}
     tr = {
         "problem": {"id": "p", "question": text, "answer": "1", "family": "t", "solution": None},
-        "answers": [[{"agent": 0, "turn": 0, "prompt": [], "response": text, "parsed": text[:5] or None}]],
+        "answers": [[answer | {"truncated": False, "token_ids": [], "logprobs": []}]],
         "meta": {},
     }
-    metrics = {
-        "num_problems": 1, "num_agents": 1, "num_turns": 1, "acc_per_turn": [0.0], "majority_per_turn": [0.0],
-        "acc_per_agent_turn": [[0.0]], "wrong_to_right": [], "right_to_wrong": [], "consensus_per_turn": [1.0],
-        "parse_rate": 1.0,
-    }  # fmt: skip
+    metrics = team_metrics([Transcript.from_json(tr)], get_task("arith_chain"))
     (run / "eval.json").write_text(json.dumps(metrics))
     (run / "eval_transcripts.jsonl").write_text(json.dumps(tr) + "\n")
     page = write_report(run).read_text()

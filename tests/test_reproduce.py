@@ -267,7 +267,7 @@ def test_incentive_table_pools_each_runs_means_over_seeds():
 
 
 def test_the_eval_format_is_what_team_metrics_writes():
-    from maporl.evaluate import EVAL_KEYS, team_metrics
+    from maporl.evaluation import EVAL_KEYS, team_metrics
     from maporl.records import Answer, Problem, Transcript
     from maporl.tasks import get_task
 

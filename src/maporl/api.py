@@ -53,11 +53,11 @@ def evaluate(
     cfg: Config | None = None,
 ) -> dict:
     """Discuss `eval.num_problems` problems of the task's eval split (`problems` overrides it) and return the team's
-    metrics (`evaluate.team_metrics`: accuracy and majority per turn and agent, transitions, behaviours), with
+    metrics (`evaluation.team_metrics`: accuracy and majority per turn and agent, transitions, behaviours), with
     `seconds` and, where counted, `generated_tokens` and `tokens_per_s`. With `out`, the folder gets eval.json,
     transcripts.jsonl and the resolved config.yaml, as `maporl eval --out` writes them. `generator` with its `cfg`
     (from `load_team`) evaluates a team already loaded instead of `source`."""
-    from maporl.evaluate import evaluate_team
+    from maporl.evaluation import evaluate_team
     from maporl.tasks import get_task
 
     if generator is None or cfg is None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from maporl.config_parse import describe, load, opt
+from maporl.config_parse import dump_yaml as dump_yaml  # how a run's is written
 from maporl.config_parse import read_yaml as read_yaml  # how a run's saved config.yaml is read back
+from maporl.config_parse import save_config as save_config
 from maporl.errors import UsageError
 
 
@@ -388,20 +388,6 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
     """`cfg` with dotted overrides applied on top, validated like any config."""
     return load_config(None, overrides, base=to_dict(cfg))
-
-
-def dump_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def save_config(run_dir: Path, cfg: Config) -> None:
-    """Write the resolved config to run_dir/config.yaml (creating the directory): what `--resume`, `maporl eval
-    --checkpoint RUN_DIR` and reports read back."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
-    except OSError as e:
-        raise UsageError(f"cannot write to {run_dir} ({e.strerror}); pass a writable directory with --out") from None
 
 
 def keys() -> list[tuple[str, Any, str]]:

@@ -183,3 +183,18 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
         else:
             rows.append((f"{prefix}{f.name}", value, f.metadata.get("help", "")))
     return rows
+
+
+def dump_yaml(cfg: Any) -> str:
+    """A config (any of the dataclasses) as YAML, in field order."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
+def save_config(run_dir: Path, cfg: Any) -> None:
+    """Write the resolved config to run_dir/config.yaml (creating the directory): what `--resume`, `maporl eval
+    --checkpoint RUN_DIR` and reports read back."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    except OSError as e:
+        raise UsageError(f"cannot write to {run_dir} ({e.strerror}); pass a writable directory with --out") from None

@@ -36,7 +36,7 @@ from maporl.config import Config, save_config, to_dict
 from maporl.distributed.backend import backends_for, discussing_here, redo_once
 from maporl.episodes import encode_episodes, sampled_logprobs
 from maporl.errors import UsageError
-from maporl.evaluate import evaluate_team
+from maporl.evaluation import evaluate_team
 from maporl.generation.registry import build_generator
 from maporl.learner import Learner
 from maporl.policy import policy_for

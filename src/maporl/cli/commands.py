@@ -172,49 +172,38 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_discuss(args: argparse.Namespace) -> None:
-    from maporl import discussion
+    from maporl.api import discuss
     from maporl.prompts import agent_label
-    from maporl.records import Problem
     from maporl.tasks import get_task, normalize_number
 
     cfg, generator = team_config_and_generator(args)
-    task = get_task(cfg.task.name)
     truth = normalize_number(args.answer) or args.answer if args.answer else ""
-    problem = Problem("cli", args.question, truth, "cli")
-    [tr] = discussion.run([problem], task, generator, cfg.discussion, seed=cfg.seed)
+    tr = discuss(args.question, answer=truth, generator=generator, cfg=cfg)
+    task = get_task(cfg.task.name)
     for t, turn in enumerate(tr.answers):
         print(f"── turn {t} " + "─" * 50)
         for a in turn:
             mark = ""
             if args.answer:
-                mark = "  ✓" if task.is_correct(a.parsed, problem) else "  ✗"
+                mark = "  ✓" if task.is_correct(a.parsed, tr.problem) else "  ✗"
             print(f"{agent_label(a.agent)}: {a.response.strip()}{mark}")
     finals = [a.parsed for a in tr.answers[-1]]
     print("─" * 60 + f"\nfinal answers: {', '.join(str(f) for f in finals)}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from maporl.api import evaluate
     from maporl.cli.rundir import new_run_dir
-    from maporl.evaluate import evaluate_team, format_table
-    from maporl.records import write_transcripts
-    from maporl.tasks import get_task
+    from maporl.evaluation import format_table
 
     cfg, generator = team_config_and_generator(args)
-    task = get_task(cfg.task.name)
     out = new_run_dir(args.out, cfg, "eval")
-    start = time.time()
-    metrics, transcripts = evaluate_team(cfg, task, generator, quiet=args.quiet)
-    metrics["seconds"] = round(time.time() - start, 1)
-    if tokens := generator.tokens_generated:
-        metrics["generated_tokens"] = tokens
-        metrics["tokens_per_s"] = round(tokens / max(metrics["seconds"], 1e-9), 1)
-    write_transcripts(out / "transcripts.jsonl", transcripts)
-    (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics = evaluate(generator=generator, cfg=cfg, out=out, quiet=args.quiet)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
     print(
-        f"task {task.name}, {cfg.discussion.num_agents} agents x {cfg.discussion.turns} turns, "
+        f"task {cfg.task.name}, {cfg.discussion.num_agents} agents x {cfg.discussion.turns} turns, "
         f"temperature {cfg.generation.temperature}, model {cfg.model.name_or_path}"
     )
     print(format_table(metrics))
@@ -224,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from maporl.config import read_yaml, save_config
-    from maporl.evaluate import format_table
+    from maporl.evaluation import format_table
     from maporl.trainer import train
 
     if args.resume not in (None, "yes", "auto") and "=" in args.resume:  # `--resume key=value`: an override

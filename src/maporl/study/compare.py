@@ -38,7 +38,7 @@ def compare_runs(
 
     Returns:
         {run_a, run_b, task, problems, eval_seed, turns: one {turn, acc_a, acc_b, b_minus_a, low, high} per turn
-        (points, 95% paired interval), eval_a, eval_b: each team's metrics (evaluate.team_metrics)}.
+        (points, 95% paired interval), eval_a, eval_b: each team's metrics (evaluation.team_metrics)}.
 
     Raises:
         UsageError: the two teams differ in task, eval or discussion settings (the pairing needs the same problems,
@@ -46,7 +46,7 @@ def compare_runs(
     """
     from maporl.api import load_team
     from maporl.config import to_dict
-    from maporl.evaluate import evaluate_team
+    from maporl.evaluation import evaluate_team
     from maporl.study.stats import paired_difference
     from maporl.tasks import get_task
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from maporl.errors import UsageError
-from maporl.evaluate import read_eval, table_rows
+from maporl.evaluation import read_eval, table_rows
 from maporl.study.figures import pyplot, save_figure
 from maporl.study.tables import read_results, results_html
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from maporl.config import Config, to_dict, with_overrides
-from maporl.evaluate import read_eval, read_json
+from maporl.evaluation import read_eval, read_json
 from maporl.study.arms import ARMS, DEFAULT_ARMS
 from maporl.study.claims import incentive_ablation, measure_claims
 from maporl.study.settings import ReproduceConfig, load_study, study_yaml
@@ -24,7 +24,7 @@ from maporl.study.tables import per_seed, results_markdown, summarize
 
 def _evaluate(cfg: Config, ckpt: Path | None, task_name: str, out: Path) -> dict:
     from maporl import checkpoint
-    from maporl.evaluate import evaluate_team
+    from maporl.evaluation import evaluate_team
     from maporl.generation.registry import build_generator
     from maporl.records import write_transcripts
     from maporl.tasks import get_task

@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from maporl.evaluate import check_format, read_json
+from maporl.evaluation import check_format, read_json
 from maporl.study.arms import ARMS
 from maporl.study.claims import format_share
 from maporl.study.document import Block, Heading, Paragraph, Table, to_html, to_markdown

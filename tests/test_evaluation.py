@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maporl.evaluate import format_table, majority, team_metrics
+from maporl.evaluation import format_table, majority, team_metrics
 from maporl.records import Answer, Problem, Transcript
 from maporl.tasks import get_task
 
