@@ -98,15 +98,16 @@ def test_token_rewards_placement():
 
 
 # Two groups plus a singleton, interleaved and with arbitrary ids:
-#   group 7: rewards 1, 0, 1  (mean 2/3, deviations 1/3, −2/3, 1/3; population var 2/9, std √2/3 = 0.471405)
-#   group 2: rewards 0.2, 0.6 (mean 0.4, deviations −0.2, 0.2, std 0.2)
+#   group 7: rewards 1, 0, 1  (mean 2/3, deviations 1/3, −2/3, 1/3; sample var (6/9) / 2 = 1/3, std 0.577350)
+#   group 2: rewards 0.2, 0.6 (mean 0.4, deviations −0.2, 0.2; sample var 0.08 / 1, std 0.282843)
 #   group 3: reward 0.5 alone
 REWARDS = torch.tensor([1.0, 0.2, 0.0, 0.5, 1.0, 0.6])
 IDS = torch.tensor([7, 2, 7, 3, 7, 2])
 
 
 def test_grpo():
-    close(grpo_advantages(REWARDS, IDS), [0.707107, -1.0, -1.414214, 0.0, 0.707107, 1.0])
+    # GRPO divides by the Bessel-corrected std (n − 1), as TRL's GRPOTrainer and verl do; 0 for the singleton.
+    close(grpo_advantages(REWARDS, IDS), [0.577350, -0.707107, -1.154701, 0.0, 0.577350, 0.707107])
 
 
 def test_grpo_equal_rewards_give_zero_not_nan():
@@ -179,10 +180,10 @@ def test_group_estimators_through_the_entry_point_by_grouping():
 
 def test_group_baselines_count_untrained_answers_and_mask_padding():
     # Only agent 0's turn-1 answers are trained, but the group (problem) spans every answer of the problem.
-    rewards = torch.tensor([[[1.0, 3.0], [0.0, 0.0]]])  # B = 1 (K = 1), N = 2, T = 2; group mean 1, std 1.224745
+    rewards = torch.tensor([[[1.0, 3.0], [0.0, 0.0]]])  # B = 1 (K = 1), N = 2, T = 2; group mean 1, std √(6/3)
     cfg = AlgoConfig(name="grpo", group_by="problem", rollouts_per_problem=1)
     adv, _ = compute_advantages(cfg, rewards, episodes_of([(0, 0, 1)], [[0, 1, 1]]))
-    close(adv, [[0.0, 1.632993, 1.632993]])  # (3 − 1) / 1.224745; 0 on the padding position
+    close(adv, [[0.0, 1.414214, 1.414214]])  # (3 − 1) / 1.414214; 0 on the padding position
 
 
 def test_problem_turn_baseline_cancels_team_future_term():

@@ -36,9 +36,9 @@ def test_a_bonus_only_one_rollout_got_survives_the_baseline():
         "incentive_adv/corrective/self_fix": 2.0,
         "incentive_adv/persuasive/peers_fixed_anyway": 0.0,
     })  # fmt: skip
-    # GRPO divides the centred group (1, -1) by its std 1: the self-fix adds 1 to the advantage.
+    # GRPO divides the centred group (1, -1) by its sample std √2: the self-fix adds 1/√2 to the advantage.
     grpo = incentive_advantage_stats(AlgoConfig(name="grpo", rollouts_per_problem=2), rewards)
-    assert grpo["incentive_adv/corrective/self_fix"] == pytest.approx(1.0, abs=1e-5)
+    assert grpo["incentive_adv/corrective/self_fix"] == pytest.approx(2**-0.5, abs=1e-5)
 
 
 def test_a_bonus_every_rollout_got_is_absorbed():

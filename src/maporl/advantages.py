@@ -13,8 +13,8 @@ both and never computes either. Estimators, by `algo.name`:
   (turn, agent) group (`whiten`, `algo.whiten`).
 - **grpo, rloo (group relative, no value head).** One scalar advantage per episode from its reward and the rewards
   of the other episodes of its group (`group_ids`, `algo.group_by`): `grpo_advantages` (mean-centred, divided by the
-  group std), `rloo_advantages` (leave-one-out baseline). Groups are formed over every answer of the step, trained or
-  not.
+  group's Bessel-corrected std, as TRL and verl), `rloo_advantages` (leave-one-out baseline). Groups are formed over
+  every answer of the step, trained or not.
 - **sft (the naive-SFT baseline).** Advantage 1 on every trained token: with one on-policy pass the clipped
   surrogate's gradient is then exactly the negative log-likelihood's.
 
@@ -169,13 +169,14 @@ def group_mean(values: Tensor, group_ids: Tensor) -> Tensor:
 
 @torch.no_grad()
 def grpo_advantages(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Tensor:
-    """GRPO advantages: reward minus its group's mean, divided by the group's std.
+    """GRPO advantages: reward minus its group's mean, divided by the group's sample std (Bessel-corrected, n − 1),
+    as TRL's GRPOTrainer and verl's `compute_grpo_outcome_advantage` divide.
 
     Args:
         rewards: (E,) one scalar reward per episode.
         group_ids: (E,) integer group of each episode (any values; equal ids = same group).
-        eps: Added to the std (``unbiased=False``): keeps the division finite for a group whose rewards are all
-            equal (its advantages are then 0).
+        eps: Added to the std (verl's 1e-6; TRL adds 1e-4): keeps the division finite for a group whose rewards are
+            all equal (its advantages are then 0).
 
     Returns:
         (E,) advantages; 0 for an episode alone in its group.
@@ -183,7 +184,8 @@ def grpo_advantages(rewards: Tensor, group_ids: Tensor, eps: float = 1e-6) -> Te
     inverse, counts, sums = _group_sizes_and_sums(rewards, group_ids)
     centred = rewards - sums / counts
     # One slot per episode is enough room for the G ≤ E group sums; slots past G stay unused.
-    var = torch.zeros_like(rewards).index_add_(0, inverse, centred**2)[inverse] / counts
+    squares = torch.zeros_like(rewards).index_add_(0, inverse, centred**2)[inverse]
+    var = squares / (counts - 1).clamp(min=1)  # a group of one: centred is 0, and so is its advantage
     return centred / (var.sqrt() + eps)
 
 
