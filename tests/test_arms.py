@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_reproduce import evaluation
+from test_reproduce import _fake_runs as fake_runs
 
 from maporl.config import load_config, with_overrides
 from maporl.study.arms import ARMS, DEFAULT_ARMS, PAPER, Arm, Claim, _co_training
@@ -48,15 +48,7 @@ def test_an_arm_is_one_entry(tmp_path, monkeypatch):
         (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "time/step": 1.0}) + "\n")
         return None, cfg
 
-    def fake_evaluate(cfg, ckpt, task_name, out):
-        m = evaluation({"untrained": 0.4, "single_agent_rl": 0.5}.get(out.parent.parent.name, 0.7))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps(m))
-        return m
-
-    monkeypatch.setattr(rep, "_train", fake_train)
-    monkeypatch.setattr(rep, "_evaluate", fake_evaluate)
-    monkeypatch.setattr("maporl.study.report.write_report", lambda out: None)
+    fake_runs(monkeypatch, fake_train, {"untrained": 0.4, "single_agent_rl": 0.5})
     study = load_study(None, ["reproduce.methods=[untrained,single_agent_rl,maporl_gamma0]"])
     results = rep.reproduce(*study, tmp_path, quiet=True)
     assert trained == {"single_agent_rl": (0.3, 0), "maporl_gamma0": (0.0, 0)}
