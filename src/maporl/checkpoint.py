@@ -24,6 +24,7 @@ from maporl import faults
 from maporl.config import read_yaml
 from maporl.errors import UsageError
 from maporl.policy import Policy
+from maporl.serving import hub
 from maporl.team import build_team, saved_adapter
 
 
@@ -101,18 +102,28 @@ def _step_dirs(run_dir: Path) -> list[Path]:
     return sorted(root.glob("step_*"), reverse=True) if root.is_dir() else []
 
 
+def adapter_files(ckpt: Path) -> dict[str, Path]:
+    """Every adapter a checkpoint holds, its file by adapter name; an export (`maporl export`) names its own."""
+    if (ckpt / "team.json").is_file():
+        from maporl.serving.export import adapter_files as export_adapter_files
+
+        return export_adapter_files(ckpt)
+    return {
+        f.name.removeprefix("adapter_").removesuffix(".safetensors"): f for f in ckpt.glob("adapter_*.safetensors")
+    }
+
+
 def load_policy(ckpt: Path, policy: Policy) -> None:
-    """Load a checkpoint's adapters (and value heads) into a team built with the run's config; the shared slot of a
-    team built from a run of one agent gets that agent's adapter (`team.saved_adapter`)."""
-    saved = sorted(
-        f.name.removeprefix("adapter_").removesuffix(".safetensors") for f in ckpt.glob("adapter_*.safetensors")
-    )
+    """Load a checkpoint's (or an export's) adapters (and value heads) into a team built with the run's config; the
+    shared slot of a team built from a run of one agent gets that agent's adapter (`team.saved_adapter`)."""
+    files = adapter_files(ckpt)
+    saved = sorted(files)
     adapters = {}
     for key, name in policy.team.adapters():
         source = saved_adapter(name, saved)
         if source is None:
             raise UsageError(f"checkpoint {ckpt} has no adapter '{name}'; use the run's discussion.adapters layout")
-        adapters[(key, name)] = load_file(ckpt / f"adapter_{source}.safetensors")
+        adapters[(key, name)] = load_file(files[source])
     policy.team.load_adapters(adapters)
     if policy.value_heads is not None and (ckpt / "value_heads.pt").is_file():
         policy.value_heads.load_state_dict(torch.load(ckpt / "value_heads.pt", map_location=policy.device))
@@ -153,9 +164,16 @@ def latest(run_dir: Path) -> Path | None:
 def resolve(path: str) -> tuple[dict | None, Path | None, str | None]:
     """--checkpoint PATH -> (run config dict, checkpoint dir, model dir).
 
-    PATH may be a run directory (its latest checkpoint), a checkpoint directory, or a Hugging Face model directory.
+    PATH may be a run directory (its latest checkpoint), a checkpoint directory, an export (`maporl export`), a
+    Hugging Face model directory, or a Hub name (org/name) of an export or a model in the local Hub cache.
     """
     p = Path(path).expanduser()
+    if hub.is_hub_name(path):
+        p = hub.resolve_name(path, "--checkpoint")
+    if (p / "team.json").is_file():
+        from maporl.serving.export import read_export
+
+        return read_export(p)
     if (p / "state.json").is_file():
         if problem := verify(p):
             raise UsageError(f"checkpoint {p} is damaged ({problem}); pass its run directory to use an older one")
@@ -168,6 +186,6 @@ def resolve(path: str) -> tuple[dict | None, Path | None, str | None]:
     if (p / "config.json").is_file():
         return None, None, str(p)
     raise UsageError(
-        f"--checkpoint {p}: not a run directory, a checkpoint directory or a Hugging Face model directory; "
+        f"--checkpoint {p}: not a run directory, a checkpoint directory, an export or a Hugging Face model directory; "
         "pass e.g. runs/tiny"
     )

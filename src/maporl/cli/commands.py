@@ -11,6 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
+from maporl.cli import export as cli_export
 from maporl.cli import verifier as cli_verifier
 from maporl.cli.args import FLAG_KEYS, config_from_args, overrides_from_args, team_config_and_generator
 from maporl.errors import UsageError
@@ -161,6 +162,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="a train, eval or reproduce run directory")
 
     cli_verifier.add_parser(sub)
+    cli_export.add_parser(sub)
 
     m = sub.add_parser("model", help="bring outside models into maporl")
     msub = m.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     handlers = {"discuss": cmd_discuss, "eval": cmd_eval, "config": cmd_config, "train": cmd_train}
-    handlers |= {"reproduce": cmd_reproduce, "report": cmd_report, "compare": cmd_compare}
+    handlers |= {"reproduce": cmd_reproduce, "report": cmd_report, "compare": cmd_compare, "export": cli_export.run}
     if args.command == "base" and args.base_command == "build":
         handler = cmd_base_build
     elif args.command == "model" and args.model_command == "import-gguf":

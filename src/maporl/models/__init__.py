@@ -1,4 +1,5 @@
-"""Loading base models and tokenizers from local directories (never from a hub at run time)."""
+"""Loading base models and tokenizers from local directories, or by Hugging Face Hub name from the local Hub cache
+(never downloaded at run time: `maporl.serving.hub`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from maporl.errors import UsageError
+from maporl.serving import hub
 
 EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parents[1] / "assets" / "base"
@@ -15,8 +17,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_model_dir(name_or_path: str) -> Path:
-    """'embedded' -> the shipped tiny base; otherwise an existing local Hugging Face directory."""
+    """'embedded' -> the shipped tiny base; an existing local Hugging Face directory; or a Hub name (`org/name`)
+    -> its snapshot in the local Hub cache."""
     path = EMBEDDED_DIR if name_or_path == EMBEDDED else Path(name_or_path).expanduser()
+    if name_or_path != EMBEDDED and hub.is_hub_name(name_or_path):
+        path = hub.resolve_name(name_or_path, "model")  # a local folder of that name wins: it is no hub name
     if not (path / "config.json").is_file():
         if name_or_path == EMBEDDED:
             raise UsageError(
@@ -24,7 +29,7 @@ def resolve_model_dir(name_or_path: str) -> Path:
             )
         raise UsageError(
             f"model directory {path} not found (no config.json); pass a local Hugging Face model directory "
-            "or model.name_or_path=embedded"
+            "(or a Hub name, org/name), or model.name_or_path=embedded"
         )
     return path
 
