@@ -114,12 +114,12 @@ def _check_out(out: Path, ckpt: Path, force: bool) -> None:
 
 
 def _lora_config(cfg, state: dict, base: str):
-    """peft's LoraConfig of an adapter as training built it, with the modules it adapts listed by name (what
-    "all-linear" became on the base: vLLM checks the names) and the base it belongs to."""
+    """peft's LoraConfig of an adapter as training built it, with the base it belongs to and the modules it adapts
+    listed as peft's save_pretrained lists what "all-linear" became: every adapted module by its full name."""
     from maporl.team import lora_config
 
     config = lora_config(cfg)
-    config.target_modules = sorted({key.split(".lora_")[0].rsplit(".", 1)[-1] for key in state})
+    config.target_modules = sorted({key.removeprefix("base_model.model.").split(".lora_")[0] for key in state})
     config.base_model_name_or_path = base
     config.inference_mode = True  # as peft's save_pretrained writes it
     return config
@@ -277,7 +277,7 @@ def describe(cfg, kind: str, agents: list[dict], state: dict, ckpt: Path, metric
     anli = cfg.task.name.partition(":")[0] == "anli"
     state_file = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").is_file() else {}
     shared = len({a["adapter"] for a in agents}) == 1 and n > 1
-    modules = _lora_config(cfg, state, "").target_modules
+    modules = sorted({m.rsplit(".", 1)[-1] for m in _lora_config(cfg, state, "").target_modules})  # by kind
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -128,10 +128,13 @@ def _usage(team: dict, where: str, merged: bool) -> list[str]:
         f'agent = PeftModel.from_pretrained(base, "{local}/{first["folder"]}")',
         "python",
     )]  # fmt: skip
+    from maporl.generation.vllm import max_lora_rank  # vLLM takes only some ranks as its maximum
+
     lines += ["Every agent from one vLLM server per base model, each by its folder's name:", ""]
     for base in dict.fromkeys(_base_of(a) for a in team["agents"]):
-        mods = " ".join(f"{a['folder']}={local}/{a['folder']}" for a in team["agents"] if a["base_model"] == base)
-        lines += [_block(f"vllm serve {base} --enable-lora --max-lora-rank {team['lora']['r']} --lora-modules {mods}")]
+        mods = [f"{a['folder']}={local}/{a['folder']}" for a in team["agents"] if a["base_model"] == base]
+        flags = f"--enable-lora --max-loras {len(mods)} --max-lora-rank {max_lora_rank(team['lora']['r'])}"
+        lines += [_block(f"vllm serve {base} {flags} --lora-modules {' '.join(mods)}")]
     return lines
 
 
