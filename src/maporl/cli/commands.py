@@ -49,7 +49,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", help="YAML config file, or a shipped recipe by name: tiny (the default), paper_gsm8k, paper_anli"
     )
-    p.add_argument("--checkpoint", help="a run directory (its latest checkpoint), a checkpoint, or an HF model dir")
+    p.add_argument("--checkpoint", help="a run (its last checkpoint), a checkpoint, an export, a model dir, org/name")
     p.add_argument("--num-agents", type=int, help="number of agents (discussion.num_agents)")
     p.add_argument("--turns", type=int, help="number of turns (discussion.turns)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides")

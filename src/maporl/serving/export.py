@@ -187,9 +187,12 @@ def export_run(
         raise UsageError(f"checkpoint {ckpt} lacks agent {names.index(None) + 1}'s adapter; export a complete run")
     states = {name: load_file(files[name]) for name in set(names)}
 
-    tmp = out.parent / f".{out.name}.export-tmp"
+    tmp = out.parent / f".{out.name}.export-tmp"  # written whole, then renamed: never half an export at --out
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise UsageError(f"cannot write to {out.parent} ({e.strerror}); pass a writable --out") from None
     try:
         agents = []
         for i, (name, base) in enumerate(zip(names, bases, strict=True)):
