@@ -170,6 +170,8 @@ def export_run(
     from maporl.config import dump_yaml, load_config
 
     src = Path(source).expanduser()
+    if not src.is_dir():  # runs are local: no Hub lookup for a mistyped path
+        raise UsageError(f"{source}: no such run directory or checkpoint; pass e.g. runs/tiny")
     if (src / TEAM_FILE).is_file():
         raise UsageError(f"{source} is already an export; copy the folder, or export the run it came from")
     run_cfg, ckpt, _ = checkpoint.resolve(str(source))

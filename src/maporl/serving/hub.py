@@ -45,12 +45,11 @@ def cached_snapshot(repo_id: str) -> Path | None:
 
 
 def not_cached(repo_id: str, what: str) -> str:
-    """The one-line error for a Hub name the cache does not hold: what was asked for, and the two ways to fix it."""
+    """The one-line error for a Hub name the cache does not hold: what was asked for, and the ways to fix it."""
     return (
-        f"{what} {repo_id}: no such local folder, and the Hugging Face cache ({cache_dir()}) does not hold "
-        f"{repo_id} (maporl never downloads at run time); fetch it with `hf download {repo_id}` on a machine with "
-        f"network (copy the cache here or set HF_HUB_CACHE), or pass a local folder (`hf download {repo_id} "
-        "--local-dir DIR`)"
+        f"{what} {repo_id}: no such local folder, and not in the Hugging Face cache ({cache_dir()}); check the path, "
+        f"or fetch it once with `hf download {repo_id}` where there is network (then copy the cache here or set "
+        f"HF_HUB_CACHE; or `hf download {repo_id} --local-dir DIR` and pass DIR): maporl never downloads at run time"
     )
 
 
