@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python3 bench/gpu_check.py                      # one GPU, real shapes (sized for <= 8 minutes)
     PYTHONPATH=src python3 bench/gpu_check.py --device cpu --tiny  # the same phases on CPU, tiny shapes (CI)
+    PYTHONPATH=src python3 bench/gpu_check.py --smoke              # the same as --device cpu --tiny
 
 Models of real architectures are built from the config.json files in bench/shapes/ (Qwen2.5-0.5B, -1.5B and -7B
 Instruct) with random weights; prompts are token ids (a tokenizer whose words are ids, built here), and every answer
@@ -16,8 +17,11 @@ appended to the log (--log) as it is printed:
 - train_embedded: `maporl train` of the embedded model for 10 steps on the device;
 - logprobs: the same answers' log-probabilities on the CPU and on the device, and the sampler's against the update's.
 
-Exit status 1 if a phase failed or a tolerance was missed. Packages beyond torch, transformers, peft, safetensors,
-tokenizers, pyyaml, rich and numpy are not needed.
+Each of these lines has the keys phase and phase_s (and error, if the phase failed). Last line: one JSON object,
+{"phase": "done", "failed": [the phases that failed]}. Exit status 1 if a phase failed or a tolerance was missed.
+--smoke (the same as --device cpu --tiny) runs every phase in seconds: tests/test_gpu_check.py checks each line, and
+scripts/test_lowest.sh runs it with the lowest supported versions. Packages beyond torch, transformers, peft,
+safetensors, tokenizers, pyyaml, rich and numpy are not needed.
 """
 
 from __future__ import annotations
@@ -163,8 +167,9 @@ def phase_env(args) -> dict:
 
 def phase_generation(args) -> dict:
     from maporl.generation import GenRequest
+    from maporl.generation.registry import hf_generator
     from maporl.prompts import first_turn_prompt
-    from maporl.team import hf_generator, team_of
+    from maporl.team import team_of
 
     shape, agents = "qwen2.5-0.5b-instruct", 3
     rows, prompt, new = (24, 16, 16) if args.tiny else (288, 128, 256)
@@ -311,9 +316,11 @@ def phase_logprobs(args) -> dict:
     from peft import set_peft_model_state_dict
 
     from maporl import discussion
-    from maporl.policy import Policy, encode_episodes, sampled_logprobs
+    from maporl.episodes import encode_episodes, sampled_logprobs
+    from maporl.generation.registry import build_generator
+    from maporl.policy import Policy
     from maporl.tasks import get_task
-    from maporl.team import build_generator, build_team
+    from maporl.team import build_team
 
     def team_on(device: str):
         cfg = check_config(
@@ -363,9 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:1, or cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes and sizes: every phase in seconds on a CPU")
+    parser.add_argument("--smoke", action="store_true", help="the CPU form: --device cpu --tiny")
     parser.add_argument("--log", default=os.path.join(os.environ.get("OUT", "runs/gpu_check"), "gpu_check.log"))
     parser.add_argument("--phases", default="env,generation,step,train_embedded,logprobs", help="which, in order")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.device, args.tiny = "cpu", True
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(
             f"gpu_check: --device {args.device} but torch {torch.__version__} sees no GPU; run with --device cpu "

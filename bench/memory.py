@@ -1,6 +1,7 @@
 """Memory of a co-training update on a real model, measured side by side in one run (each case in a fresh process).
 
     python bench/memory.py [--model DIR] [--skip-rss] [--device cuda]
+    python bench/memory.py --smoke   # seconds: the embedded base, tiny sizes, every case in this process
 
 Model: SmolLM2-135M-Instruct imported with `maporl model import-gguf` (or `--model DIR`, any local HF chat model).
 1. Peak memory of one co-training update (the trainer's update phase: the old-policy and reference passes, the
@@ -12,7 +13,12 @@ Model: SmolLM2-135M-Instruct imported with `maporl model import-gguf` (or `--mod
 2. Peak RSS of building the team and one co-training step (discussion + update), 4 agents on one shared base vs
    1 agent, the same answers per step (bench/throughput.py's measurement, on this model, with the memory options a
    real model is run with: all of the above). Target <= 1.15.
-Last line: one JSON object with update_peak_ratio_all_vs_plain and rss_ratio_4v1_smollm2.
+Last line: one JSON object: update_peak_mib_<option>, update_seconds_<option> and update_peak_ratio_<option>_vs_plain
+for each option (plain, activation_checkpointing, autocast_bf16, micro_batch_tokens, all), update_tokens,
+rss_mib_1_agent_smollm2, rss_mib_4_agents_smollm2, rss_ratio_4v1_smollm2 (not with --skip-rss), model, minutes.
+--smoke checks that every case still runs (tests/test_bench_smoke.py), not its figures: the embedded base stands in
+for SmolLM2, the update has 6 answers (1 problem) of 8 tokens, the step short answers, and no case runs in a fresh
+process.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +35,8 @@ import time
 from pathlib import Path
 
 ANSWER_TOKENS = 128
+SMOKE_SIZES = {"answer_tokens": 8, "problems": 1}  # 6 answers of 8 tokens
+SMOKE = False  # --smoke: every case in this process (a fresh process costs seconds of imports)
 OPTIONS = {
     "plain": [],
     "activation_checkpointing": ["model.activation_checkpointing=true"],
@@ -66,22 +75,27 @@ class PeakSampler:
 
 def child(*args: str) -> dict:
     """Run this script in a fresh process for one measurement; its last stdout line is JSON."""
+    if SMOKE:
+        return json.loads(json.dumps(case(*args)))
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_update(model: str, option: str, device: str = "cpu") -> dict:
-    """One co-training update of 24 answers (4 problems x 3 agents x 2 turns) of ANSWER_TOKENS sampled tokens."""
+def measure_update(
+    model: str, option: str, device: str = "cpu", answer_tokens: int = ANSWER_TOKENS, problems: int = 4
+) -> dict:
+    """One co-training update of 24 answers (4 problems x 3 agents x 2 turns) of `answer_tokens` sampled tokens."""
     import random
 
     import torch
 
     from maporl.advantages import compute_advantages
     from maporl.config import load_config
+    from maporl.episodes import encode_episodes
     from maporl.learner import Learner
-    from maporl.policy import Policy, encode_episodes
+    from maporl.policy import Policy
     from maporl.prompts import discussion_prompt, first_turn_prompt
     from maporl.records import Answer, TrainBatch, Transcript
     from maporl.tasks import get_task
@@ -102,7 +116,7 @@ def measure_update(model: str, option: str, device: str = "cpu") -> dict:
     # Sampled answers stand in for a rollout: the update's memory depends on the lengths, not on the words.
     words = [t for t in range(len(tokenizer)) if t not in tokenizer.all_special_ids]
     transcripts = []
-    for problem in task.sample(4, 0, "train"):
+    for problem in task.sample(problems, 0, "train"):
         question, turns = task.render_question(problem), []
         for t in range(2):
             turn = []
@@ -112,14 +126,14 @@ def measure_update(model: str, option: str, device: str = "cpu") -> dict:
                     if t == 0
                     else discussion_prompt(question, "7", [(j, "9") for j in range(3) if j != i])
                 )
-                ids = (*rng.choices(words, k=ANSWER_TOKENS - 1), eos)
-                turn.append(Answer(i, t, prompt, "", None, False, ids, (0.0,) * ANSWER_TOKENS))
+                ids = (*rng.choices(words, k=answer_tokens - 1), eos)
+                turn.append(Answer(i, t, prompt, "", None, False, ids, (0.0,) * answer_tokens))
             turns.append(tuple(turn))
         transcripts.append(Transcript(problem, tuple(turns)))
-    episodes = [(b, i, t) for b in range(4) for i in range(3) for t in range(2)]
+    episodes = [(b, i, t) for b in range(problems) for i in range(3) for t in range(2)]
     batch = encode_episodes(tokenizer, transcripts, episodes)
     learner = Learner(policy, cfg.algo, [0, 1, 2], total_steps=1, seed=0)
-    rewards = torch.rand(4, 3, 2)
+    rewards = torch.rand(problems, 3, 2)
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # what earlier phases freed goes back to the system first
     cuda = device.startswith("cuda")
     if cuda:
@@ -142,26 +156,43 @@ def measure_rss(model: str, agents: int) -> dict:
     return throughput_rss(agents, "per_agent", model, *OPTIONS["all"])
 
 
+def case(kind: str, *rest: str) -> dict:
+    """One measurement, as `--_update MODEL OPTION DEVICE TOKENS PROBLEMS` or `--_rss MODEL AGENTS` name it."""
+    if kind == "--_update":
+        model, option, device, tokens, problems = rest
+        return measure_update(model, option, device, int(tokens), int(problems))
+    model, agents = rest
+    return measure_rss(model, int(agents))
+
+
 def main() -> None:
+    global SMOKE
     if len(sys.argv) > 1 and sys.argv[1].startswith("--_"):
-        kind, *rest = sys.argv[1:]
-        fn = {"--_update": measure_update, "--_rss": lambda model, agents: measure_rss(model, int(agents))}[kind]
-        print(json.dumps(fn(*rest)))
+        print(json.dumps(case(*sys.argv[1:])))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="a local HF chat model directory (default: SmolLM2-135M-Instruct from its GGUF)")
     ap.add_argument("--skip-rss", action="store_true", help="only the update's peak memory")
     ap.add_argument("--device", default="cpu", help="cpu (resident memory) or cuda (the CUDA allocator's peak)")
+    ap.add_argument("--smoke", action="store_true", help="seconds, tiny sizes: that every case runs (CI)")
     args = ap.parse_args()
+    SMOKE = args.smoke
+    sizes = SMOKE_SIZES if args.smoke else {"answer_tokens": ANSWER_TOKENS, "problems": 4}
+    if args.smoke:  # the co-training step of the RSS cases: short answers, two turns, one rollout per problem
+        os.environ["MAPORL_BENCH_OVERRIDES"] = (
+            "generation.max_new_tokens=8 discussion.turns=2 train.problems_per_step=1 algo.rollouts_per_problem=1 "
+            "eval.num_problems=1"
+        )
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model
+        model = args.model or ("embedded" if args.smoke else None)
         if model is None:
             from maporl.models.gguf import import_gguf
 
             model = str(Path(tmp) / "smollm2")
             import_gguf(None, Path(model))
-        updates = {name: child("--_update", model, name, args.device) for name in OPTIONS}
+        sized = [str(sizes["answer_tokens"]), str(sizes["problems"])]
+        updates = {name: child("--_update", model, name, args.device, *sized) for name in OPTIONS}
         rss = None if args.skip_rss else {a: child("--_rss", model, str(a))["rss_mib"] for a in (1, 4)}
     plain = updates["plain"]["peak_mib"]
     result = {f"update_peak_mib_{name}": round(u["peak_mib"]) for name, u in updates.items()}
@@ -171,6 +202,7 @@ def main() -> None:
     if rss:
         result |= {"rss_mib_1_agent_smollm2": round(rss[1]), "rss_mib_4_agents_smollm2": round(rss[4])}
         result["rss_ratio_4v1_smollm2"] = round(rss[4] / rss[1], 3)
+    result["model"] = model if args.model or args.smoke else "SmolLM2-135M-Instruct"
     result["minutes"] = round((time.time() - started) / 60, 1)
     for name in OPTIONS:
         u = updates[name]

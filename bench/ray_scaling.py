@@ -1,6 +1,7 @@
 """backend=ray on this machine, measured side by side in one run (each measurement in a fresh process).
 
     python bench/ray_scaling.py [--rounds 2] [--steps 8]
+    python bench/ray_scaling.py --smoke   # tiny sizes, one round of 2 steps, every measurement in this process
 
 1. rollout_ratio_2w_vs_1w: generated tokens/s of one step's discussions (the default config: 8 problems x 4
    rollouts, 3 agents x 3 turns = 288 answers) on 2 rollout worker actors / on 1, the same problems and seeds, one
@@ -11,7 +12,12 @@
    steps_per_min_ratio_async_vs_sync: the same Ray run with train.async_rollout=true / without.
 3. ray_startup_s: from `ray.init` to every actor (2 workers, 3 learners, verifier) answering; local_startup_s: the
    in-process team and generator, for contrast.
-Last line: one JSON object with those numbers and the per-round times.
+Last line: one JSON object: rollout_ratio_2w_vs_1w, steps_per_min_ratio_ray_vs_local,
+steps_per_min_ratio_async_vs_sync, ray_startup_s, local_startup_s, rollout_s (per round, by worker count) and step_s
+(each round's median, by backend: local, ray, ray-async).
+--smoke checks that every measurement still runs (tests/test_bench_smoke.py), not its figures: 2 agents sharing one
+adapter (one learner actor), 2 problems x 2 rollouts of 8 tokens, 1 rollout worker in the training runs. Needs Ray
+(`pip install 'maporl[ray]'`); without it the script says so in one line and exits 2.
 """
 
 from __future__ import annotations
@@ -26,10 +32,29 @@ import time
 from pathlib import Path
 
 RAY = ["backend=ray", "ray.rollout_workers=2", "ray.cpus_per_actor=0.4"]  # 2 workers + 3 learners fit 2 CPUs
+SMOKE_SIZES = [
+    "discussion.num_agents=2",
+    "discussion.turns=2",
+    "discussion.adapters=shared",
+    "train.problems_per_step=2",
+    "algo.rollouts_per_problem=2",
+    "generation.max_new_tokens=8",
+    "eval.num_problems=2",
+]
+SMOKE = False  # --smoke: SMOKE_SIZES in every configuration, every measurement in this process
+
+
+def sizes(ray: bool = False) -> list[str]:
+    """What --smoke adds to a configuration (a Ray one also gets one rollout worker)."""
+    if not SMOKE:
+        return []
+    return [*SMOKE_SIZES, "ray.rollout_workers=1"] if ray else SMOKE_SIZES
 
 
 def child(*args: str) -> dict:
     """Run this script in a fresh process for one measurement; its last stdout line is JSON."""
+    if SMOKE:
+        return json.loads(json.dumps(measure(*args)))
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
@@ -44,7 +69,10 @@ def measure_rollouts(rounds: int) -> dict:
     from maporl.team import build_team
     from maporl.trainer import step_problems
 
-    cfgs = {w: load_config(None, [*RAY[:1], f"ray.rollout_workers={w}", "ray.cpus_per_actor=0.4"]) for w in (1, 2)}
+    cfgs = {
+        w: load_config(None, [*RAY[:1], f"ray.rollout_workers={w}", "ray.cpus_per_actor=0.4", *sizes()])
+        for w in (1, 2)
+    }
     ray = ray_session(cfgs[1])
     team = build_team(cfgs[1], with_adapters=True)
     task = get_task(cfgs[1].task.name)
@@ -74,7 +102,7 @@ def measure_startup() -> dict:
     from maporl.policy import policy_for
     from maporl.team import build_team
 
-    cfg = load_config(None, RAY)
+    cfg = load_config(None, [*RAY, *sizes(ray=True)])
     t0 = time.perf_counter()
     ray = ray_session(cfg)
     policy = policy_for(cfg, build_team(cfg, with_adapters=True))
@@ -82,10 +110,11 @@ def measure_startup() -> dict:
     ray.get([a.ping.remote() for a in pool.workers + updaters.actors.handles + verifier.actors.handles])
     ray_s = time.perf_counter() - t0
     ray.shutdown()
-    from maporl.team import build_generator
+    from maporl.generation.registry import build_generator
 
     t0 = time.perf_counter()
-    build_generator(load_config(None, []), build_team(load_config(None, []), with_adapters=True))
+    local = load_config(None, sizes())
+    build_generator(local, build_team(local, with_adapters=True))
     return {"ray_startup_s": ray_s, "local_startup_s": time.perf_counter() - t0}
 
 
@@ -95,7 +124,8 @@ def measure_training(backend: str, steps: int) -> dict:
     from maporl.config import load_config
 
     extra = {"local": [], "ray": RAY, "ray-async": [*RAY, "train.async_rollout=true"]}[backend]
-    cfg = load_config(None, [*extra, f"train.max_steps={steps}", "train.eval_every=0", "train.checkpoint_every=0"])
+    settings = [*extra, f"train.max_steps={steps}", "train.eval_every=0", "train.checkpoint_every=0"]
+    cfg = load_config(None, [*settings, *sizes(ray=backend != "local")])
     with tempfile.TemporaryDirectory() as tmp:
         trainer.train(cfg, Path(tmp), quiet=True, final_eval=False)
         rows = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
@@ -106,21 +136,41 @@ def measure_training(backend: str, steps: int) -> dict:
     return {"step_s": [r["time/step"] for r in rows if "time/step" in r]}
 
 
+def measure(*args: str) -> dict:
+    """One measurement, as `--child rollouts --rounds N`, `--child startup` or `--child train-BACKEND --steps N`
+    name it."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--child", choices=["rollouts", "startup", "train-local", "train-ray", "train-ray-async"])
+    ap.add_argument("--smoke", action="store_true")
+    a = ap.parse_args(args)
+    if a.child == "rollouts":
+        return measure_rollouts(a.rounds)
+    if a.child == "startup":
+        return measure_startup()
+    return measure_training(a.child.removeprefix("train-"), a.steps)
+
+
 def main() -> None:
+    global SMOKE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--child", choices=["rollouts", "startup", "train-local", "train-ray", "train-ray-async"])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, one round of 2 steps: that all of it runs (CI)")
     args = ap.parse_args()
-    if args.child == "rollouts":
-        print(json.dumps(measure_rollouts(args.rounds)))
-        return
-    if args.child == "startup":
-        print(json.dumps(measure_startup()))
-        return
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        print("bench/ray_scaling.py needs Ray: pip install 'maporl[ray]'", file=sys.stderr)
+        sys.exit(2)
     if args.child:
-        print(json.dumps(measure_training(args.child.removeprefix("train-"), args.steps)))
+        print(json.dumps(measure(*sys.argv[1:])))
         return
+    SMOKE = args.smoke
+    if args.smoke:
+        args.rounds, args.steps = 1, 2
 
     t_start = time.time()
     roll = child("--child", "rollouts", "--rounds", str(args.rounds))

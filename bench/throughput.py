@@ -1,6 +1,7 @@
 """Throughput and memory of maporl, measured side by side in one run on this machine (each case in a fresh process).
 
     python bench/throughput.py [--requests 192] [--steps 8] [--skip-trl] [--set generation.merge_adapters=never]
+    python bench/throughput.py --smoke   # seconds: tiny sizes, one round, every case in this process
 
 1. rollout tokens/s, 3 agents on a shared base (mixed-adapter batches) / 1 agent, same total batch (target >= 0.95);
    and decoded tokens/s of a 3-agent mixed-adapter batch / the base model's own `generate` with no adapters, same
@@ -11,8 +12,13 @@
    (target >= 1.5);
 4. time split per phase (generation / scoring / update) of the default config (`maporl train --max-steps 3`), and
    update_ratio_vs_generation (its update time / generation time).
-Last line: one JSON object with rollout_ratio_3v1, decode_ratio_vs_base, rss_ratio_4v1, rss_ratio_4copies_v1,
-grpo_samples_per_s_ratio_vs_trl, update_ratio_vs_generation.
+Last line: one JSON object: rollout_tokens_per_s_1_agent, rollout_tokens_per_s_3_agents, rollout_ratio_3v1,
+decode_tokens_per_s_3_agents, decode_tokens_per_s_base, decode_ratio_vs_base, rss_mib_1_agent,
+rss_mib_4_agents_shared_base, rss_mib_4_copies, rss_ratio_4v1, rss_ratio_4copies_v1, grpo_samples_per_s_maporl,
+grpo_samples_per_s_trl, grpo_samples_per_s_ratio_vs_trl (both null with --skip-trl or without TRL, which
+`pip install 'maporl[bench]'` brings), phase_seconds_default_config, update_ratio_vs_generation, minutes, overrides.
+--smoke checks that every case still runs (tests/test_bench_smoke.py), not its figures: 8 requests of 8 new tokens,
+one round, GRPO batches of 8 for 2 steps, steps of 2 turns and few rollouts, and no case in a fresh process.
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
+SMOKE = False  # --smoke: every case in this process (a fresh process costs seconds of imports)
 PROMPTS = [f"What is {a}+{b}-{c}?" for a, b, c in zip(range(7, 50), range(13, 56), range(3, 46), strict=True)]
 
 
 def child(*args: str) -> dict:
     """Run this script in a fresh process for one measurement; its last stdout line is JSON."""
+    if SMOKE:
+        return json.loads(json.dumps(case(*args)))
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
@@ -48,7 +57,8 @@ def tiny_cfg(*overrides: str):
 
 def measure_rollout(agents: int, requests: int) -> dict:
     from maporl.generation import GenRequest
-    from maporl.team import build_team, hf_generator
+    from maporl.generation.registry import hf_generator
+    from maporl.team import build_team
 
     cfg = tiny_cfg(f"discussion.num_agents={agents}", f"generation.batch_size={requests}")
     team = build_team(cfg, with_adapters=True)
@@ -74,8 +84,9 @@ def measure_decode(kind: str, agents: int, requests: int, new_tokens: int) -> di
 
     import maporl.generation.hf as hf
     from maporl.generation import GenRequest, encode_prompt
+    from maporl.generation.registry import hf_generator
     from maporl.models import EMBEDDED_DIR
-    from maporl.team import build_team, hf_generator
+    from maporl.team import build_team
 
     cfg = tiny_cfg(f"discussion.num_agents={agents}", f"generation.batch_size={requests}",
                    f"generation.max_new_tokens={new_tokens}")  # fmt: skip
@@ -105,17 +116,23 @@ def measure_decode(kind: str, agents: int, requests: int, new_tokens: int) -> di
                 for name, p in m.named_parameters():
                     if "lora_B" in name:
                         p.normal_(0, 0.02)
-        hf.end_of_turn_ids = lambda model, tokenizer: [10**9]  # no row ends early
         gen = hf_generator(cfg, team)
 
         def run() -> None:
             gen.generate(reqs)
 
-    run()  # warm-up
-    start = time.perf_counter()
-    for _ in range(3):
-        run()
-    return {"tokens_per_s": 3 * requests * new_tokens / (time.perf_counter() - start)}
+    real_end_of_turn_ids = hf.end_of_turn_ids
+    if kind != "base":
+        hf.end_of_turn_ids = lambda model, tokenizer: [10**9]  # no row ends early
+    try:
+        run()  # warm-up
+        start = time.perf_counter()
+        for _ in range(3):
+            run()
+        seconds = time.perf_counter() - start
+    finally:
+        hf.end_of_turn_ids = real_end_of_turn_ids  # (--smoke runs the other cases in this process)
+    return {"tokens_per_s": 3 * requests * new_tokens / seconds}
 
 
 def measure_rss(agents: int, layout: str, model: str = "embedded", *overrides: str) -> dict:
@@ -220,10 +237,10 @@ def measure_trl_grpo(batch: int, generations: int, steps: int) -> dict:
     return {"samples_per_s": batch / statistics.mean(step_times[1:]), "steps": len(step_times)}
 
 
-def measure_phases() -> dict:
+def measure_phases(steps: int = 3, *overrides: str) -> dict:
     from maporl import trainer
 
-    cfg = tiny_cfg("train.max_steps=3", "train.checkpoint_every=0", "eval.num_problems=8")
+    cfg = tiny_cfg(f"train.max_steps={steps}", "train.checkpoint_every=0", "eval.num_problems=8", *overrides)
     with tempfile.TemporaryDirectory() as d:
         trainer.train(cfg, Path(d), quiet=True)
         rows = [json.loads(line) for line in (Path(d) / "metrics.jsonl").read_text().splitlines()]
@@ -231,14 +248,24 @@ def measure_phases() -> dict:
     return {k: statistics.mean(r[f"time/{k}"] for r in steps) for k in ("generation", "scoring", "update", "step")}
 
 
+def case(kind: str, *rest: str) -> dict:
+    """One measurement, as `--_rollout AGENTS REQUESTS` and the others name it."""
+    fn = {"--_rollout": measure_rollout, "--_rss": measure_rss, "--_maporl": measure_maporl_grpo}
+    fn |= {"--_decode": measure_decode}
+    fn |= {"--_trl": measure_trl_grpo, "--_phases": measure_phases}
+    return fn[kind](*[int(x) if x.isdigit() else x for x in rest])
+
+
+def trl_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("trl") is not None
+
+
 def main() -> None:
+    global SMOKE
     if len(sys.argv) > 1 and sys.argv[1].startswith("--_"):
-        kind, *rest = sys.argv[1:]
-        fn = {"--_rollout": measure_rollout, "--_rss": measure_rss, "--_maporl": measure_maporl_grpo}
-        fn |= {"--_decode": measure_decode}
-        fn |= {"--_trl": measure_trl_grpo, "--_phases": measure_phases}
-        typed = [int(x) if x.isdigit() else x for x in rest]
-        print(json.dumps(fn[kind](*typed)))
+        print(json.dumps(case(*sys.argv[1:])))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=192)
@@ -246,7 +273,18 @@ def main() -> None:
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--rss-model", default="embedded", help="model directory for the memory ratios")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides for every maporl case")
+    ap.add_argument("--smoke", action="store_true", help="seconds, tiny sizes: that every case runs (CI)")
     args = ap.parse_args()
+    SMOKE = args.smoke
+    rounds, new_tokens, batch, gens, phase_steps, rss_sizes = 3, 48, 32, 4, ["3"], []
+    if args.smoke:
+        args.requests, args.steps, rounds, new_tokens, batch, gens = 8, 2, 1, 8, 8, 2
+        args.set = ["generation.max_new_tokens=8", "eval.num_problems=2", *args.set]
+        phase_steps = ["2", "train.problems_per_step=2", "algo.rollouts_per_problem=2", "discussion.turns=2"]
+        rss_sizes = ["train.problems_per_step=1", "algo.rollouts_per_problem=1", "discussion.turns=2"]
+    if not args.skip_trl and not trl_installed():
+        print("TRL is not installed (pip install 'maporl[bench]'): no GRPO comparison with it")
+        args.skip_trl = True
     os.environ["MAPORL_BENCH_OVERRIDES"] = " ".join(args.set)
     started = time.time()
     # This machine's speed drifts by up to 40% between minutes, so paired cases alternate, 3 rounds each, and each
@@ -254,17 +292,16 @@ def main() -> None:
     r1, r3 = (
         {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs)}
         for runs in zip(*[(child("--_rollout", "1", str(args.requests)), child("--_rollout", "3", str(args.requests)))
-                          for _ in range(3)], strict=True)
+                          for _ in range(rounds)], strict=True)
     )  # fmt: skip
-    rounds = [{kind: child("--_decode", kind, "3", str(args.requests), "48") for kind in ("maporl", "base")}
-              for _ in range(3)]  # fmt: skip
-    decode = {kind: {"tokens_per_s": statistics.median(r[kind]["tokens_per_s"] for r in rounds)} for kind in rounds[0]}
-    m1, m4 = child("--_rss", "1", "per_agent", args.rss_model), child("--_rss", "4", "per_agent", args.rss_model)
-    m4copies = child("--_rss", "4", "separate", args.rss_model)
-    batch, gens = 32, 4
+    paired = [{kind: child("--_decode", kind, "3", str(args.requests), str(new_tokens)) for kind in ("maporl", "base")}
+              for _ in range(rounds)]  # fmt: skip
+    decode = {kind: {"tokens_per_s": statistics.median(r[kind]["tokens_per_s"] for r in paired)} for kind in paired[0]}
+    m1, m4 = (child("--_rss", str(n), "per_agent", args.rss_model, *rss_sizes) for n in (1, 4))
+    m4copies = child("--_rss", "4", "separate", args.rss_model, *rss_sizes)
     ours = child("--_maporl", str(batch), str(gens), str(args.steps))
     trl = None if args.skip_trl else child("--_trl", str(batch), str(gens), str(args.steps))
-    phases = child("--_phases")
+    phases = child("--_phases", *phase_steps)
     result = {
         "rollout_tokens_per_s_1_agent": round(r1["tokens_per_s"], 1),
         "rollout_tokens_per_s_3_agents": round(r3["tokens_per_s"], 1),

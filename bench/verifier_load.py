@@ -1,23 +1,32 @@
 """Load test of `maporl verifier serve` on 127.0.0.1: N requests from C concurrent clients, every answer checked.
 
     python bench/verifier_load.py --model runs/verifier/model [--requests 2000] [--clients 8] [--items 4]
+    python bench/verifier_load.py --smoke   # seconds: 16 requests from 2 clients to an untrained verifier
 
 Starts the server as a subprocess on a free port, waits for /health, sends the requests (each with `--items`
-question/response pairs taken from the verifier's test rows or synthetic ones), and prints the error count,
-throughput and latency percentiles. Last line: one JSON object.
+synthetic question/response pairs), and prints the error count, throughput and latency percentiles.
+Last line: one JSON object: requests, clients, items_per_request, errors, wall_s, requests_per_s, p50_ms, p99_ms,
+max_ms.
+--smoke checks that the server and the load test still run (tests/test_bench_smoke.py), not the figures: without
+--model it serves a classifier verifier made here from the embedded base with an untrained score head, and sends 16
+requests of 2 items from 2 clients (flags given after --smoke win).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -26,13 +35,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def untrained_verifier(out: Path) -> str:
+    """A classifier verifier directory: the embedded base's weights under a sequence-classification config, so the
+    server loads it with a new (random) score head. Made without importing torch."""
+    base = Path(importlib.util.find_spec("maporl").submodule_search_locations[0]) / "assets" / "base"
+    shutil.copytree(base, out)
+    config = json.loads((out / "config.json").read_text())
+    config |= {"architectures": ["Qwen2ForSequenceClassification"], "id2label": {"0": "LABEL_0"}}
+    (out / "config.json").write_text(json.dumps(config | {"label2id": {"LABEL_0": 0}}, indent=2))
+    return str(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--requests", type=int, default=2000)
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--items", type=int, default=4)
+    ap.add_argument("--model", help="a `maporl verifier train` directory (required without --smoke)")
+    ap.add_argument("--smoke", action="store_true", help="seconds, tiny sizes: that the server and test run (CI)")
+    ap.add_argument("--requests", type=int)
+    ap.add_argument("--clients", type=int)
+    ap.add_argument("--items", type=int)
     args = ap.parse_args()
+    sizes = (16, 2, 2) if args.smoke else (2000, 8, 4)
+    for name, default in zip(("requests", "clients", "items"), sizes, strict=True):
+        setattr(args, name, getattr(args, name) or default)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model is None:
+            if not args.smoke:
+                ap.error("--model is required (or --smoke)")
+            args.model = untrained_verifier(Path(tmp) / "verifier")
+        load_test(args)
+
+
+def load_test(args: argparse.Namespace) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "maporl.cli", "verifier", "serve", "--model", args.model, "--port", str(port)]

@@ -3,11 +3,14 @@ problems, label, balance, train and calibrate the verifier, then (optionally) lo
 stage. Re-run it after the embedded base is rebuilt: the verifier is trained from the base and on its team's answers.
 
     python bench/verifier_pipeline.py [--out runs/verifier] [--problems 2000] [--load-requests 2000]
-    python bench/verifier_pipeline.py --smoke      # tiny sizes, a few seconds: what CI runs (tests/test_verifier.py)
+    python bench/verifier_pipeline.py --smoke      # tiny sizes, seconds: what CI runs (tests/test_verifier.py)
 
 Targets on the default sizes (the criteria under which the learned verifier is trusted as a reward, docs/verifier.md):
 ROC-AUC >= 0.95 and ECE <= 0.05 on the test split, the pipeline without the load test in <= 10 minutes here.
-Last line: one JSON object (each stage's seconds and metrics.json's figures).
+Last line: one JSON object: out, smoke, gen_data_s, balance_train_s, accuracy, roc_auc, ece, num_eval,
+num_calibration, calibration, own_solve_rate, roc_auc_own_right, roc_auc_own_wrong, steps, sanity (what is wrong
+with the figures; exit status 1 unless empty), and with --load-requests also load_test and load_test_s.
+--smoke: 40 problems, one epoch, 64 practice rows, into a new temporary directory unless --out.
 """
 
 from __future__ import annotations
