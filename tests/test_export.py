@@ -214,3 +214,20 @@ def test_training_starts_from_an_export(run, exported, team):
     trained, loaded = team.adapter_states(), fresh.adapter_states()
     assert trained.keys() == loaded.keys()
     assert all(torch.equal(trained[a][k], loaded[a][k]) for a in trained for k in trained[a])
+
+
+def test_the_embedded_base_is_named_by_its_shipped_path(tmp_path):
+    """peft and vLLM know no 'embedded': the adapters name the installed copy; maporl keeps the portable name."""
+    from maporl.models import EMBEDDED_DIR
+
+    run = trained_run("embedded", tmp_path / "run", "train.max_steps=1", "generation.max_new_tokens=24")
+    export_run(run, tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "agent_0" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(EMBEDDED_DIR.resolve())
+    [base] = json.loads((tmp_path / "out" / "team.json").read_text())["base_models"]
+    assert base["name_or_path"] == "embedded" and "EMBEDDED_DIR" in base["note"]
+    assert checkpoint.resolve(str(tmp_path / "out"))[0]["model"]["name_or_path"] == "embedded"
+    for name, source in (("run", run), ("export", tmp_path / "out")):
+        api.evaluate(source, out=tmp_path / f"eval_{name}")
+    same_evaluation(tmp_path / "eval_run", tmp_path / "eval_export")
+    assert json.loads((tmp_path / "eval_run" / "eval.json").read_text())["parse_rate"] > 0  # real answers compared
