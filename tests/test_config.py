@@ -155,3 +155,11 @@ def test_paper_configs_validate(name, monkeypatch):
     assert cfg.algo.name == "ppo" and cfg.discussion.num_agents == 2 and cfg.discussion.turns == 3
     assert cfg.reward.gamma == 0.3 and cfg.algo.lora_rank == 8 and cfg.generation.temperature == 0.7
     assert cfg.task.name == name.split("paper_")[1].removesuffix(".yaml")
+
+
+def test_loading_on_a_base_leaves_the_callers_dict_alone():
+    """A run's saved config is the base of `maporl eval --checkpoint RUN`; overrides must not write into it (the
+    shared-seat rule reads the run's own num_agents from it afterwards)."""
+    base = {"discussion": {"num_agents": 1, "turns": 1}}
+    cfg = load_config(None, ["discussion.num_agents=3"], base=base)
+    assert cfg.discussion.num_agents == 3 and base == {"discussion": {"num_agents": 1, "turns": 1}}

@@ -65,10 +65,11 @@ def evaluate(
         cfg, generator = load_team(source, config, [*overrides, *more])
     start = time.time()
     metrics, transcripts = evaluate_team(cfg, get_task(cfg.task.name), generator, quiet=quiet)
-    metrics["seconds"] = round(time.time() - start, 1)
+    seconds = time.time() - start
+    metrics["seconds"] = round(seconds, 1)
     if tokens := generator.tokens_generated:
         metrics["generated_tokens"] = tokens
-        metrics["tokens_per_s"] = round(tokens / max(metrics["seconds"], 1e-9), 1)
+        metrics["tokens_per_s"] = round(tokens / max(seconds, 1e-3), 1)
     if out is not None:
         write_evaluation(Path(out), cfg, metrics, transcripts)
     return metrics

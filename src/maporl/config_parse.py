@@ -103,8 +103,8 @@ def load(cls: type, path: str | Path | None, overrides: Sequence[str], base: dic
     data: dict[str, Any] = {}
     for layer in (base or {}, read_yaml(config_file(path)) if path else {}):
         for section, value in layer.items():
-            if isinstance(value, dict) and isinstance(data.get(section), dict):
-                data[section] = {**data[section], **value}
+            if isinstance(value, dict):  # a copy: the overrides below must not write into the caller's `base`
+                data[section] = {**data[section], **value} if isinstance(data.get(section), dict) else dict(value)
             else:
                 data[section] = value
     for item in overrides:
