@@ -16,10 +16,22 @@ from maporl.base.data import sft_example
 from maporl.base.tokenizer import train_tokenizer
 from maporl.tasks.arithmetic import ArithmeticTask
 
+try:  # imported whole before any test: one that hides it (test_ray.py) would otherwise leave it half-imported
+    import ray  # noqa: F401
+except ImportError:
+    pass
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two test workers on two cores: one torch thread each (two threads each spin against each other, 10x slower).
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"  # and for the processes the tests start
+
+
+def pytest_collection_modifyitems(items):
+    """The longest tests first (Ray's, then the other slow ones): two workers then finish close together instead of
+    one running a Ray file alone at the end."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("ray") is None))
+
 
 TINY = BuildConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256, vocab_size=400)
 

@@ -226,7 +226,10 @@ def last_line(stdout: str) -> dict:
 @pytest.mark.parametrize(
     "script",
     [
-        pytest.param(s, marks=[pytest.mark.slow] if smoke.slow else [])
+        pytest.param(
+            s,
+            marks=[*([pytest.mark.slow] if smoke.slow else []), *([pytest.mark.ray] if smoke.needs == "ray" else [])],
+        )
         for s, smoke in sorted(SMOKES.items())
         if not smoke.elsewhere
     ],
