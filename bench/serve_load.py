@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=900.0, help="no request starts after this (default 900)")
     ap.add_argument("--max-batch", type=int, default=32, help="maporl serve --max-batch")
     ap.add_argument("--wait-ms", type=float, default=10.0, help="maporl serve --wait-ms")
+    ap.add_argument("--threads", type=int, help="maporl serve --threads (default: its own)")
     args = ap.parse_args()
     sizes = (8, 4, 2) if args.smoke else (200, 16, 20)
     for name, default in zip(("requests", "clients", "sequential"), sizes, strict=True):
@@ -119,6 +120,7 @@ def main() -> None:
         str(args.max_batch),
         "--wait-ms",
         str(args.wait_ms),
+        *(["--threads", str(args.threads)] if args.threads else []),
     ]
     started = time.perf_counter()
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

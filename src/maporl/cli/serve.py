@@ -12,6 +12,11 @@ from maporl.errors import UsageError
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def add_parser(sub) -> None:
     from maporl.serving.protocol import Limits
 
@@ -43,6 +48,13 @@ def add_parser(sub) -> None:
     s.add_argument("--max-batch", type=int, default=32, help="requests per discussion batch (default 32)")
     s.add_argument("--wait-ms", type=float, default=10.0, help="wait for more requests to batch, ms (default 10)")
     s.add_argument("--max-queue", type=int, default=256, help="waiting requests before 503 overloaded (default 256)")
+    s.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, cores() - 1),
+        help=f"torch CPU threads for generation (default: one core less than this machine's, {max(1, cores() - 1)}:"
+        " one stays with the HTTP side)",
+    )
     s.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes, help="largest request body")
     s.add_argument("--max-messages", type=int, default=limits.max_messages, help="most messages in a request")
     s.add_argument("--max-content-chars", type=int, default=limits.max_content_chars, help="longest message")
@@ -57,19 +69,9 @@ def run(args: argparse.Namespace) -> None:
     source = args.source
     if source and "=" in source and not Path(source).exists():  # `maporl serve key=value`: no source, an override
         args.overrides, source = [source, *args.overrides], None
-    numbers = {
-        name: getattr(args, name)
-        for name in (
-            "port",
-            "max_batch",
-            "max_queue",
-            "max_body_bytes",
-            "max_messages",
-            "max_content_chars",
-            "max_tokens",
-        )
-    }
-    for name, value in numbers.items():
+    names = ("port", "max_batch", "max_queue", "threads", "max_body_bytes", "max_messages", "max_content_chars")
+    for name in (*names, "max_tokens"):
+        value = getattr(args, name)
         if value < 1 or (name == "port" and value > 65535):
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1{' and <= 65535' if name == 'port' else ''}")
     if args.wait_ms < 0:
@@ -81,6 +83,13 @@ def run(args: argparse.Namespace) -> None:
         )
     limits = Limits(args.max_body_bytes, args.max_messages, args.max_content_chars, args.max_tokens)
     settings = Settings(
-        args.host, args.port, args.api_key or None, args.max_batch, args.wait_ms, args.max_queue, limits
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or None,
+        max_batch=args.max_batch,
+        wait_ms=args.wait_ms,
+        max_queue=args.max_queue,
+        threads=args.threads,
+        limits=limits,
     )
     serve(source, args.config, overrides_from_args(args), settings, args.model_name)

@@ -52,6 +52,7 @@ class Settings:
     max_batch: int = 32  # requests per discussion batch
     wait_ms: float = 10.0  # how long the oldest waiting request waits for others to join its batch
     max_queue: int = 256  # requests waiting beyond this get 503 (overloaded) at once, instead of a long wait
+    threads: int | None = None  # torch CPU threads for generation (None: torch's default, one per core)
     limits: Limits = field(default_factory=Limits)
 
 
@@ -289,6 +290,12 @@ def serve(
         raise UsageError("maporl serve needs FastAPI and uvicorn: `pip install 'maporl[serve]'`") from None
     from maporl.api import load_team
 
+    if settings.threads:
+        import torch
+
+        # The worker's OpenMP threads spin at every barrier: with one per core, the HTTP side (or anything else on
+        # the machine) taking a core stalls each of them, and on 2 cores a discussion took 10 s instead of 0.2 s.
+        torch.set_num_threads(settings.threads)
     cfg, generator = load_team(source, config, overrides)
     model_id = model_id or default_model_id(source)
     app = create_app(cfg, generator, model_id, settings)
