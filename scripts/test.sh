@@ -18,6 +18,9 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check --quiet .
 phase "set-up and lint"
+# set-up compiled what the tests import (scripts/precompile.py); what it missed is cached by the first process that
+# imports it, not compiled again in every worker, subprocess and Ray actor (where PYTHONDONTWRITEBYTECODE is set).
+unset PYTHONDONTWRITEBYTECODE
 if [ "${1:-}" = --fast ]; then
   shift
   exec .venv/bin/python -m pytest -q -m "not slow" -n 2 --dist worksteal "$@"
