@@ -277,6 +277,32 @@ def test_a_failed_discussion_is_a_500_for_its_requests_and_the_next_one_is_serve
         assert post(url, chat(), key=None)[0] == 200
 
 
+def test_a_request_that_came_during_a_batch_waits_for_the_clients_just_answered():
+    """Its window counts from the batch's end: the next question of a client answered by that batch joins it."""
+    from maporl.serving.batcher import DiscussionBatcher
+    from maporl.tasks import get_task
+
+    gate = threading.Event()
+
+    class Gated(FakeGenerator):
+        def generate(self, requests):
+            gate.wait(10)
+            return super().generate(requests)
+
+    cfg = team_cfg()
+    batcher = DiscussionBatcher(Gated(), get_task(cfg.task.name), cfg.discussion, wait_ms=300)
+    first: queue.Queue = queue.Queue()
+    batcher.submit("q", 1, first.put)
+    assert first.get(timeout=5) == ("started",)  # running, held at the gate
+    batcher.submit("q", 2, lambda event: None)  # arrives during the batch
+    gate.set()
+    while first.get(timeout=5)[0] != "done":
+        pass
+    batcher.submit("q", 3, lambda event: None)  # the answered client's next question, right after the batch
+    batcher.close()
+    assert batcher.batch_sizes == [1, 2]
+
+
 def test_a_full_queue_is_refused_at_once():
     from maporl.serving.batcher import DiscussionBatcher
     from maporl.tasks import get_task

@@ -2,9 +2,11 @@
 and runs every request waiting for it as one `discussion.run` batch.
 
 The worker takes the oldest waiting request, then keeps taking arrivals until `max_batch` requests are in or
-`wait_ms` have passed since that oldest one arrived; requests that came while a batch ran are taken at once, since
-their window has already passed. A turn of B requests is then one generator call of B x N rows, which on a CPU costs
-little more than one request's N rows: that is where the throughput comes from.
+`wait_ms` have passed since that oldest one arrived, or since the previous batch ended if it came while that batch
+ran: the clients just answered are then back with their next questions in time to join (counting from its arrival
+alone, a few queued requests left at once, and batches alternated between large and small). A turn of B requests is
+one generator call of B x N rows, which on a CPU costs little more than one request's N rows: that is where the
+throughput comes from.
 
 Each request samples with its own seed, whatever batch it lands in: `SeededTurns` gives its rows the seeds
 `discussion.run` would give a batch of that one problem with `seed` = the request's seed, so a served reply with seed
@@ -99,6 +101,7 @@ class DiscussionBatcher:
         self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.batch_sizes: list[int] = []  # requests per discussion.run call, for /health and the tests
         self._closed = False
+        self._last_end = 0.0  # when the previous batch ended (time.monotonic)
         self.thread = threading.Thread(target=self._loop, name="maporl-serve-worker", daemon=True)
         self.thread.start()
 
@@ -133,7 +136,7 @@ class DiscussionBatcher:
                 break
             batch = [first]
             while len(batch) < self.max_batch:
-                left = first.arrived + self.wait_s - time.monotonic()
+                left = max(first.arrived, self._last_end) + self.wait_s - time.monotonic()
                 try:
                     job = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
                 except queue.Empty:
@@ -148,6 +151,7 @@ class DiscussionBatcher:
                 log.exception("a discussion batch failed")
                 for job in batch:
                     job.emit(("error", e))
+            self._last_end = time.monotonic()
 
     def _run(self, batch: list[Job]) -> None:
         accepted = []
