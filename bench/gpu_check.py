@@ -14,7 +14,8 @@ appended to the log (--log) as it is printed:
 - step: one co-training step (PPO, 2 agents x 2 turns, answers of 300 tokens after prompts of 300) with the memory
   options (activation checkpointing, bf16 autocast, micro-batches of 8,192 tokens) on the 1.5B and 7B shapes: the
   phase split, each phase's peak CUDA memory, and the update's peak beside the arithmetic of docs/real_models.md;
-- train_embedded: `maporl train` of the embedded model for 10 steps on the device;
+- train_embedded: `maporl train` of the embedded model for 10 steps on the device (in a process of its own; with
+  --tiny, 2 steps in this one);
 - logprobs: the same answers' log-probabilities on the CPU and on the device, and the sampler's against the update's.
 
 Each of these lines has the keys phase and phase_s (and error, if the phase failed). Last line: one JSON object,
@@ -276,9 +277,6 @@ def phase_train_embedded(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         extra = ["train.problems_per_step=2", "eval.num_problems=8", "discussion.turns=2"] if args.tiny else []
         command = [
-            sys.executable,
-            "-m",
-            "maporl",
             "train",
             "--quiet",
             "--overwrite",
@@ -290,12 +288,18 @@ def phase_train_embedded(args) -> dict:
             "eval.num_problems=100",
             *extra,
         ]
-        env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
         t0 = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if args.tiny:  # in this process: a fresh one would spend longer importing than training
+            from maporl.cli import main as cli
+
+            if cli(command):
+                raise RuntimeError("maporl train failed")
+        else:  # a process of its own, as a user's: its memory is its own
+            env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+            done = subprocess.run([sys.executable, "-m", "maporl", *command], env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"maporl train exited {done.returncode}: {done.stderr.strip()[-500:]}")
         seconds = time.perf_counter() - t0
-        if done.returncode != 0:
-            raise RuntimeError(f"maporl train exited {done.returncode}: {done.stderr.strip()[-500:]}")
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
         evaluation = json.loads((Path(tmp) / "run" / "eval.json").read_text())
     steps_done = [r for r in rows if "time/step" in r]

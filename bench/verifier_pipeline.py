@@ -10,7 +10,8 @@ ROC-AUC >= 0.95 and ECE <= 0.05 on the test split, the pipeline without the load
 Last line: one JSON object: out, smoke, gen_data_s, balance_train_s, accuracy, roc_auc, ece, num_eval,
 num_calibration, calibration, own_solve_rate, roc_auc_own_right, roc_auc_own_wrong, steps, sanity (what is wrong
 with the figures; exit status 1 unless empty), and with --load-requests also load_test and load_test_s.
---smoke: 40 problems, one epoch, 64 practice rows, into a new temporary directory unless --out.
+--smoke: 40 problems, one epoch, 64 practice rows, into a new temporary directory unless --out, each command in this
+process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("accuracy", "roc_auc", "ece", "num_eval", "num_calibration", "calibration", "own_solve_rate")
 
 
+IN_PROCESS = False  # --smoke: each command in this process (a fresh `python -m maporl` costs seconds of imports)
+
+
 def maporl(*args: str) -> None:
+    if IN_PROCESS:
+        from maporl.cli import main as cli
+
+        if cli(list(args)):
+            raise SystemExit(f"verifier_pipeline: maporl {' '.join(args)} failed")
+        return
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-m", "maporl", *args], check=True, cwd=ROOT, env=env)
 
@@ -55,6 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--load-requests", type=int, default=0, help="requests of the load test (0: no load test)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (40 problems, 1 epoch, 64 practice rows)")
     args = ap.parse_args(argv)
+    global IN_PROCESS
+    IN_PROCESS = args.smoke
     out = Path(args.out or (tempfile.mkdtemp(prefix="verifier-smoke-") if args.smoke else "runs/verifier"))
     if (out / "model").exists():
         raise SystemExit(f"verifier_pipeline: {out}/model exists; pass --out another/dir")

@@ -239,9 +239,9 @@ def assert_same(a: dict, b: dict) -> None:
     assert all(torch.equal(a["value_heads"][k], b["value_heads"][k]) for k in a["value_heads"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def in_process(tiny_model_dir, tmp_path_factory):
-    """The in-process run every Ray run of a module must reproduce bit for bit (once per module)."""
+    """The in-process run every Ray run must reproduce bit for bit (once per test worker)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
