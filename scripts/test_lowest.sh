@@ -2,7 +2,8 @@
 # The tests of what transformers, peft and tokenizers do for maporl, and the CPU form of the GPU check
 # (bench/gpu_check.py --smoke), against the lowest versions maporl supports (constraints/lowest.txt), in a second
 # environment, .venv-lowest (idempotent, like setup.sh). scripts/test.sh runs it after the suite. Arguments go to
-# pytest instead of the default file list, e.g. ./scripts/test_lowest.sh tests/test_vllm.py
+# pytest instead of the default file list, e.g. ./scripts/test_lowest.sh tests/test_vllm.py; --setup-only installs and
+# stops (scripts/setup.sh runs that beside its own last step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -14,7 +15,8 @@ if [ ! -x "$venv/bin/python" ]; then
   "$PY" -m venv "$venv"
 fi
 stamp="$venv/.maporl-installed"
-want="$(cat pyproject.toml constraints/lowest.txt scripts/test_lowest.sh .venv/.maporl-installed 2>/dev/null | sha256sum | cut -d' ' -f1)"
+linkable="$(ls -d .venv/lib/python*/site-packages/torch-*.dist-info 2>/dev/null || true)"  # torch linked below
+want="$( (cat pyproject.toml constraints/lowest.txt scripts/test_lowest.sh; echo "$linkable") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "test_lowest: installing maporl with constraints/lowest.txt" >&2
   quiet=(--quiet --disable-pip-version-check)
@@ -42,6 +44,9 @@ import importlib.metadata as m
 print("test_lowest:", ", ".join(f"{p} {m.version(p)}" for p in ("torch", "transformers", "peft", "accelerate", "tokenizers")))
 PY
 phase "set-up"
+if [ "${1:-}" = --setup-only ]; then
+  exit 0
+fi
 # pip installed without byte-compiling (as setup.sh): the first process to import a module caches its bytecode for
 # the others (where PYTHONDONTWRITEBYTECODE is set, every process would compile transformers again, seconds each).
 unset PYTHONDONTWRITEBYTECODE
