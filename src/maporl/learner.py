@@ -189,36 +189,28 @@ class Updaters(Protocol):
         self, batches: dict[int, EpisodeBatch], values: bool, logp: bool, reference: bool
     ) -> dict[int, Any]:
         """`AgentUpdater.old_policy` of each group on its rows."""
-        ...
 
     def run(self, plans: dict[int, GroupPlan], step: int) -> dict[int, GroupResult]:
         """Every group's update (`AgentUpdater.run`)."""
-        ...
 
     def state(self) -> dict[int, dict]:
         """Every group's optimizer and schedule (for checkpoints)."""
-        ...
 
     def load(self, states: dict[int, dict]) -> None:
         """Put back what `state` gave."""
-        ...
 
     def snapshot(self) -> Any:
         """Every group's weights, optimizer and schedule as they are now, kept apart from the updaters."""
-        ...
 
     def restore(self, snapshot: Any) -> None:
         """Back to a `snapshot` (with Ray: restarting lost learner actors first)."""
-        ...
 
     def pull(self, policy: Policy) -> None:
         """After an update or a restore: make the driver's policy hold the trained weights (a no-op where it is the
         trained one)."""
-        ...
 
     def push(self, policy: Policy) -> None:
         """Make the updaters hold the driver policy's weights (a checkpoint was loaded into it)."""
-        ...
 
 
 class LocalUpdaters:
