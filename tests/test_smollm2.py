@@ -22,7 +22,7 @@ pytestmark = [
 SETTINGS = [
     "discussion.num_agents=2",
     "discussion.turns=2",
-    "generation.max_new_tokens=24",
+    "generation.max_new_tokens=12",
     "generation.temperature=0.7",
     "task.name=gsm_symbolic",
 ]
