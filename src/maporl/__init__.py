@@ -8,7 +8,7 @@ The names below are imported on first use, so `import maporl` stays light (torch
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -39,14 +39,6 @@ __all__ = [
     "load_team",
     "train",
 ]
-
-if TYPE_CHECKING:
-    from maporl.api import discuss, evaluate, load_team
-    from maporl.config import Config, load_config
-    from maporl.records import Transcript
-    from maporl.study.compare import compare_runs as compare
-    from maporl.team import Team, build_team
-    from maporl.trainer import train
 
 
 def __getattr__(name: str) -> Any:

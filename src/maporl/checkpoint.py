@@ -23,8 +23,8 @@ from safetensors.torch import load_file, save_file
 from maporl import faults
 from maporl.config import read_yaml
 from maporl.errors import UsageError
+from maporl.models import hub
 from maporl.policy import Policy
-from maporl.serving import hub
 from maporl.team import build_team, saved_adapter
 
 
@@ -105,7 +105,7 @@ def _step_dirs(run_dir: Path) -> list[Path]:
 def adapter_files(ckpt: Path) -> dict[str, Path]:
     """Every adapter a checkpoint holds, its file by adapter name; an export (`maporl export`) names its own."""
     if (ckpt / "team.json").is_file():
-        from maporl.serving.export import adapter_files as export_adapter_files
+        from maporl.serving.layout import adapter_files as export_adapter_files
 
         return export_adapter_files(ckpt)
     return {
@@ -171,7 +171,7 @@ def resolve(path: str) -> tuple[dict | None, Path | None, str | None]:
     if hub.is_hub_name(path):
         p = hub.resolve_name(path, "--checkpoint")
     if (p / "team.json").is_file():
-        from maporl.serving.export import read_export
+        from maporl.serving.layout import read_export
 
         return read_export(p)
     if (p / "state.json").is_file():

@@ -1,5 +1,5 @@
 """Loading base models and tokenizers from local directories, or by Hugging Face Hub name from the local Hub cache
-(never downloaded at run time: `maporl.serving.hub`)."""
+(never downloaded at run time: `maporl.models.hub`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from maporl.errors import UsageError
-from maporl.serving import hub
+from maporl.models import hub
 
 EMBEDDED = "embedded"
 EMBEDDED_DIR = Path(__file__).parents[1] / "assets" / "base"
