@@ -145,6 +145,7 @@ SMOKES = {
             "p99_ms",
             "max_ms",
         ),
+        slow=True,
         needs="uvicorn",
     ),
     "verifier_pipeline.py": Smoke(
