@@ -32,7 +32,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if [ -n "$pin" ] && [ "${have%%+*}" = "$pin" ]; then
     main_site="$(site .venv)"
     for entry in torch torchgen functorch "torch-$have.dist-info"; do
-      ln -sr "$main_site/$entry" "$lowest_site/$entry"
+      if [ -e "$main_site/$entry" ]; then
+        ln -sr "$main_site/$entry" "$lowest_site/$entry"
+      fi
     done
   fi
   "$venv/bin/python" -m pip install "${quiet[@]}" --no-compile -c constraints/lowest.txt \
