@@ -33,7 +33,8 @@ fi
 if [ $# -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi
-.venv/bin/python -m pytest -q -n 2 --dist worksteal --cov=maporl --cov-report=term:skip-covered --cov-fail-under=90
+.venv/bin/python -m pytest -q -n 2 --dist worksteal --durations=15 \
+  --cov=maporl --cov-report=term:skip-covered --cov-fail-under=90
 phase "the suite"
 if [ "${MAPORL_SKIP_LOWEST:-0}" != 1 ]; then
   bash scripts/test_lowest.sh
