@@ -28,9 +28,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(items):
-    """The longest tests first (Ray's, then the other slow ones): two workers then finish close together instead of
-    one running a Ray file alone at the end."""
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("ray") is None))
+    """The longest tests first, in two halves, for `-n 2 --dist worksteal` (scripts/test.sh), which gives each
+    worker one half and lets an idle worker take the end of the other's queue: each half starts with every other
+    slow Ray test (a Ray run mostly waits on its actors' start-up, so two at once fill both cores), then every other
+    module of the other slow tests (a module's fixtures are then made once), then the rest."""
+    marked = [(item, item.get_closest_marker("slow"), item.get_closest_marker("ray")) for item in items]
+    ray = [item for item, slow, on_ray in marked if slow and on_ray]
+    modules = list(dict.fromkeys(item.module.__name__ for item, slow, on_ray in marked if slow and not on_ray))
+    slow = [[item for item, s, r in marked if s and not r and item.module.__name__ == m] for m in modules]
+    first = ray[0::2] + [item for module in slow[0::2] for item in module]
+    second = ray[1::2] + [item for module in slow[1::2] for item in module]
+    rest = [item for item, slow, on_ray in marked if not slow]
+    fill = max(0, len(items) // 2 - len(first))
+    items[:] = first + rest[:fill] + second + rest[fill:]
 
 
 TINY = BuildConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256, vocab_size=400)
