@@ -96,7 +96,7 @@ def test_eval_writes_json_config_and_transcripts(maporl, tiny_model_dir, tmp_pat
     ("args", "expected"),
     [
         (["eval", "discussion.num_agnets=3"], "did you mean 'num_agents'"),
-        (["eval", "--checkpoint", "/nonexistent/model"], "not a run directory, a checkpoint directory or a Hugging"),
+        (["eval", "--checkpoint", "/nonexistent/model"], "a checkpoint directory, an export or a Hugging"),
         (["eval", "model.name_or_path=/nonexistent/model"], "model directory /nonexistent/model not found"),
         (["eval", "--task", "arith_chian"], "did you mean 'arith_chain'"),
         (["discuss", "hi", "--turns", "0"], "discussion.turns must be >= 1"),

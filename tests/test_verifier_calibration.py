@@ -50,17 +50,16 @@ def test_answer_confidence_trusts_the_comparison_as_far_as_the_verifier_trusts_i
     assert platt.probabilities(torch.tensor([-0.0005])).item() < 0.8  # the unsure half drags agreement down
 
 
-def test_a_verifier_directory_without_a_calibration_reads_its_temperature_and_bias(tiny_model_dir, tmp_path):
+def test_a_verifier_directory_in_another_format_is_one_line_naming_its_file(tiny_model_dir, tmp_path):
     import shutil
 
+    from maporl.errors import UsageError
     from maporl.verifiers import load_learned_verifier
-    from maporl.verifiers.calibration import Calibration
     from maporl.verifiers.generative import META_FILE
 
     old = tmp_path / "old"
-    shutil.copytree(tiny_model_dir, old)  # a causal LM directory, with the meta a verifier written before had
+    shutil.copytree(tiny_model_dir, old)  # a causal LM directory, with a meta that has no calibration section
     meta = {"kind": "generative", "temperature": 2.0, "bias": 0.5, "max_new_tokens": 8, "samples": 1}
     (old / META_FILE).write_text(json.dumps(meta))
-    v = load_learned_verifier(old)
-    assert v.calibration == Calibration.platt(2.0, 0.5) and v.score_kind == "verdict"
-    assert len(v.probabilities([("What is 1+1?", "The answer is 2.")])) == 1
+    with pytest.raises(UsageError, match=f"{META_FILE} is not a verifier this version of maporl reads"):
+        load_learned_verifier(old)

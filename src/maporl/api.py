@@ -51,12 +51,13 @@ def evaluate(
     quiet: bool = True,
     generator: Generator | None = None,
     cfg: Config | None = None,
+    task=None,
 ) -> dict:
     """Discuss `eval.num_problems` problems of the task's eval split (`problems` overrides it) and return the team's
     metrics (`evaluation.team_metrics`: accuracy and majority per turn and agent, transitions, behaviours), with
     `seconds` and, where counted, `generated_tokens` and `tokens_per_s`. With `out`, the folder gets eval.json,
     transcripts.jsonl and the resolved config.yaml, as `maporl eval --out` writes them. `generator` with its `cfg`
-    (from `load_team`) evaluates a team already loaded instead of `source`."""
+    (from `load_team`) evaluates a team already loaded instead of `source`; `task`, the task `cfg` names, if loaded."""
     from maporl.evaluation import evaluate_team
     from maporl.tasks import get_task
 
@@ -64,7 +65,7 @@ def evaluate(
         more = [f"eval.num_problems={problems}"] if problems is not None else []
         cfg, generator = load_team(source, config, [*overrides, *more])
     start = time.time()
-    metrics, transcripts = evaluate_team(cfg, get_task(cfg.task.name), generator, quiet=quiet)
+    metrics, transcripts = evaluate_team(cfg, task or get_task(cfg.task.name), generator, quiet=quiet)
     seconds = time.time() - start
     metrics["seconds"] = round(seconds, 1)
     if tokens := generator.tokens_generated:

@@ -200,10 +200,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from maporl.api import evaluate
     from maporl.cli.rundir import new_run_dir
     from maporl.evaluation import format_table
+    from maporl.tasks import get_task
 
     cfg, generator = team_config_and_generator(args)
+    task = get_task(cfg.task.name)  # a bad task is refused before the run directory is made
     out = new_run_dir(args.out, cfg, "eval")
-    metrics = evaluate(generator=generator, cfg=cfg, out=out, quiet=args.quiet)
+    metrics = evaluate(generator=generator, cfg=cfg, task=task, out=out, quiet=args.quiet)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
