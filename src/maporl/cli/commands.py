@@ -11,9 +11,9 @@ import time
 import warnings
 from pathlib import Path
 
-from maporl.cli import export as cli_export
-from maporl.cli import serve as cli_serve
-from maporl.cli import verifier as cli_verifier
+import maporl.cli.export as cli_export
+import maporl.cli.serve as cli_serve
+import maporl.cli.verifier as cli_verifier
 from maporl.cli.args import FLAG_KEYS, config_from_args, overrides_from_args, team_config_and_generator
 from maporl.errors import UsageError
 from maporl.study.arms import ARMS
