@@ -131,7 +131,6 @@ def load_policy(ckpt: Path, policy: Policy) -> None:
 
 def load_team(cfg, ckpt: Path):
     """A team built with `cfg` carrying the adapters saved in `ckpt` (for discuss / eval)."""
-
     team = build_team(cfg, with_adapters=True)
     load_policy(ckpt, Policy(team, value_heads=False))
     return team
